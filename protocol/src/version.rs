@@ -1,0 +1,10 @@
+//! Protocol versions. Bump [`PROTOCOL_VERSION`] whenever a message changes shape; the
+//! supervisor refuses a worker whose version differs from its own, with a readable
+//! error, instead of misreading its frames.
+//!
+//! History:
+//! - 1: the first version: handshake, runs, console lines, host calls (HTTP), cancel,
+//!   run end, shutdown.
+
+/// The version this build speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
