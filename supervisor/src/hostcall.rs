@@ -1,0 +1,1 @@
+//! Host calls (being written).
