@@ -1,0 +1,95 @@
+//! The seam between HTTP and the service: everything a route can ask of traitor.
+//!
+//! `supervisor` implements [`Backend`]; `web` only calls it. The backend speaks in
+//! [`ServiceError`]s that name what went wrong; only this crate turns them into HTTP
+//! status codes.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use tokio::sync::mpsc;
+
+use crate::dto::*;
+
+/// What went wrong, in the service's words. `web` picks the status code.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// Bad input (400). `field` names the offending field when there is one.
+    #[error("{message}")]
+    Invalid {
+        field: Option<String>,
+        message: String,
+    },
+    /// Unknown id (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// Duplicate id or concurrent change (409).
+    #[error("{0}")]
+    Conflict(String),
+    /// Over a size limit (413).
+    #[error("{0}")]
+    TooLarge(String),
+    /// Not ready, shutting down, or cut off from the cluster (503).
+    #[error("{0}")]
+    Unavailable(String),
+    /// A real fault (500). Logged by `web` with its whole chain.
+    #[error("internal error: {0:#}")]
+    Internal(#[from] anyhow::Error),
+}
+
+impl ServiceError {
+    pub fn invalid(field: &str, message: impl Into<String>) -> Self {
+        ServiceError::Invalid {
+            field: Some(field.to_owned()),
+            message: message.into(),
+        }
+    }
+}
+
+pub type ServiceResult<T> = Result<T, ServiceError>;
+
+/// A debug run in progress. Dropping it cancels the run.
+pub struct DebugSession {
+    /// Log events as they happen, then exactly one `End`.
+    pub events: mpsc::Receiver<DebugEvent>,
+    /// Cancels the run (e.g. when the client goes away).
+    pub cancel: Box<dyn FnOnce() + Send>,
+}
+
+#[async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// Creates a job (stopped unless `start`). `exec_type` comes from `?type=` or the
+    /// body. Returns the job id.
+    async fn create_job(
+        &self,
+        exec_type: Option<ExecType>,
+        input: JobInput,
+        start: bool,
+    ) -> ServiceResult<String>;
+    /// Applies the fields present in `patch`; the merged job is validated first.
+    async fn update_job(&self, id: &str, patch: JobInput) -> ServiceResult<()>;
+    async fn delete_job(&self, id: &str) -> ServiceResult<()>;
+    async fn get_job(&self, id: &str) -> ServiceResult<JobView>;
+    async fn list_jobs(&self, query: JobQuery) -> ServiceResult<JobPage>;
+    /// Every job (`GET /api/jobList`).
+    async fn all_jobs(&self) -> ServiceResult<Vec<JobView>>;
+    async fn get_script(&self, id: &str) -> ServiceResult<ScriptView>;
+    async fn set_script(&self, id: &str, script: String) -> ServiceResult<()>;
+    /// Starts or stops a job; idempotent.
+    async fn enable(&self, id: &str, enable: bool) -> ServiceResult<()>;
+    /// Runs the job now as a manual occurrence, recorded in its history; returns the
+    /// run id.
+    async fn run_now(&self, id: &str) -> ServiceResult<String>;
+    async fn list_runs(&self, job_id: &str, query: RunQuery) -> ServiceResult<RunPage>;
+    async fn get_run(&self, run_id: &str) -> ServiceResult<RunDetail>;
+    /// The next `count` fire times of `cron` in `timezone` after `after` (default now).
+    async fn cron_preview(
+        &self,
+        cron: &str,
+        timezone: Option<&str>,
+        count: usize,
+        after: Option<DateTime<Utc>>,
+    ) -> ServiceResult<Vec<DateTime<Utc>>>;
+    /// Starts a debug run on this node. Does not touch the job's state or history.
+    async fn debug(&self, source: DebugSource) -> ServiceResult<DebugSession>;
+    async fn health(&self) -> Health;
+}

@@ -1,0 +1,390 @@
+//! The JSON shapes of the API, exactly as `CONTRACT.md` §2 names them, and the typed
+//! values the routes hand to the [`crate::Backend`].
+//!
+//! Lenient inputs the seed accepted (`execAt` and `execType` as numbers or numeric
+//! strings, seconds or milliseconds) are normalised here, at the edge, so that the
+//! backend only ever sees milliseconds and a typed [`ExecType`]. Semantic checks (is the
+//! cron valid, is `execAt` far enough ahead) belong to the backend, not to this module.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Deserializer, Serialize, de};
+use utoipa::ToSchema;
+
+/// `0` timing (cron), `1` delay (once at `execAt`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ToSchema)]
+pub enum ExecType {
+    Timing,
+    Delay,
+}
+
+impl ExecType {
+    pub fn code(self) -> u8 {
+        match self {
+            ExecType::Timing => 0,
+            ExecType::Delay => 1,
+        }
+    }
+
+    pub fn from_code(code: i64) -> Option<Self> {
+        match code {
+            0 => Some(ExecType::Timing),
+            1 => Some(ExecType::Delay),
+            _ => None,
+        }
+    }
+
+    /// `timing` / `delay`, case-insensitive, as the `?type=` query parameter.
+    pub fn from_name(name: &str) -> Option<Self> {
+        if name.eq_ignore_ascii_case("timing") {
+            Some(ExecType::Timing)
+        } else if name.eq_ignore_ascii_case("delay") {
+            Some(ExecType::Delay)
+        } else {
+            None
+        }
+    }
+}
+
+impl Serialize for ExecType {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u8(self.code())
+    }
+}
+
+impl<'de> Deserialize<'de> for ExecType {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = lenient_i64(d)?;
+        ExecType::from_code(n)
+            .ok_or_else(|| de::Error::custom(format!("must be 0 (timing) or 1 (delay), not {n}")))
+    }
+}
+
+/// Accepts `12`, `"12"` and `12.0`; refuses anything else with a readable message.
+fn lenient_i64<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum NumOrStr {
+        Int(i64),
+        Float(f64),
+        Str(String),
+    }
+    match NumOrStr::deserialize(d).map_err(|_| de::Error::custom("must be a number"))? {
+        NumOrStr::Int(n) => Ok(n),
+        NumOrStr::Float(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(f as i64),
+        NumOrStr::Float(f) => Err(de::Error::custom(format!("must be a whole number, not {f}"))),
+        NumOrStr::Str(s) => s
+            .trim()
+            .parse::<i64>()
+            .map_err(|_| de::Error::custom(format!("must be a number, not {s:?}"))),
+    }
+}
+
+/// Unix timestamps below 10^11 are seconds, larger ones milliseconds (contract §2).
+pub fn timestamp_to_ms(ts: i64) -> i64 {
+    if ts.abs() < 100_000_000_000 {
+        ts.saturating_mul(1000)
+    } else {
+        ts
+    }
+}
+
+fn lenient_timestamp_ms<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    #[derive(Deserialize)]
+    struct Wrap(#[serde(deserialize_with = "lenient_opt_i64")] Option<i64>);
+    Ok(Wrap::deserialize(d)?.0.map(timestamp_to_ms))
+}
+
+fn lenient_opt_i64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Maybe {
+        Null(()),
+        Value(serde_json::Value),
+    }
+    match Maybe::deserialize(d)? {
+        Maybe::Null(()) => Ok(None),
+        Maybe::Value(v) => lenient_i64(v).map(Some).map_err(de::Error::custom),
+    }
+}
+
+fn lenient_opt_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    match lenient_opt_i64(d)? {
+        None => Ok(None),
+        Some(n) if n >= 0 => Ok(Some(n as u64)),
+        Some(n) => Err(de::Error::custom(format!("must not be negative, not {n}"))),
+    }
+}
+
+/// The body of `POST /api/job`, `POST /api/run` and (all fields optional) `PUT /api/job`.
+///
+/// Absent and `null` mean "not given". Unknown fields are ignored.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JobInput {
+    /// Optional caller-chosen id on create; a duplicate is 409.
+    pub job_id: Option<String>,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    /// `0`/`1`, number or numeric string. On create, `?type=` wins if both are given.
+    pub exec_type: Option<ExecType>,
+    /// Cron expression (timing jobs): 5, 6 (seconds first) or 7 fields, or a macro.
+    pub cron: Option<String>,
+    /// Unix timestamp (delay jobs), seconds or milliseconds, number or numeric string.
+    #[serde(default, deserialize_with = "lenient_timestamp_ms")]
+    #[schema(value_type = Option<i64>)]
+    pub exec_at: Option<i64>,
+    /// IANA time zone of the cron expression; default `UTC`.
+    pub timezone: Option<String>,
+    pub script: Option<String>,
+    /// Wall-clock limit of one run, milliseconds.
+    #[serde(default, deserialize_with = "lenient_opt_u64")]
+    #[schema(value_type = Option<u64>)]
+    pub time_limit_ms: Option<u64>,
+    /// QuickJS heap limit of one run, MiB.
+    #[serde(default, deserialize_with = "lenient_opt_u64")]
+    #[schema(value_type = Option<u64>)]
+    pub memory_limit_mb: Option<u64>,
+}
+
+/// `0` stopped, `1` running (scheduled).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ToSchema)]
+pub enum JobState {
+    Stopped,
+    Running,
+}
+
+impl Serialize for JobState {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u8(match self {
+            JobState::Stopped => 0,
+            JobState::Running => 1,
+        })
+    }
+}
+
+/// A job as the API shows it: never its script.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JobView {
+    pub job_id: String,
+    pub name: String,
+    pub description: String,
+    pub exec_type: ExecType,
+    /// Empty for delay jobs.
+    pub cron: String,
+    /// Milliseconds; `null` for timing jobs.
+    pub exec_at: Option<i64>,
+    pub timezone: String,
+    pub state: JobState,
+    pub last_exec_time: Option<DateTime<Utc>>,
+    /// Outcome of the last finished run (`succeeded`, `failed`, …).
+    pub last_outcome: Option<String>,
+    pub next_exec_time: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub time_limit_ms: u64,
+    pub memory_limit_mb: u64,
+    /// What happens when an occurrence comes due while the previous run still runs.
+    pub overlap: String,
+    /// What happens to occurrences missed while the service was down.
+    pub misfire: String,
+    /// Bumped by every change; used by cluster nodes to discard stale updates.
+    pub version: u64,
+}
+
+/// Sort keys of `GET /api/jobs`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum JobSort {
+    #[default]
+    CreatedAt,
+    Name,
+    NextExecTime,
+    LastExecTime,
+    UpdatedAt,
+}
+
+/// Query of `GET /api/jobs`.
+#[derive(Debug, Clone, Default)]
+pub struct JobQuery {
+    /// Case-insensitive substring of name, description or id.
+    pub search: Option<String>,
+    pub exec_type: Option<ExecType>,
+    pub state: Option<JobState>,
+    pub sort: JobSort,
+    pub descending: bool,
+    pub offset: u64,
+    /// 1..=1000.
+    pub limit: u64,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JobPage {
+    pub items: Vec<JobView>,
+    /// Jobs matching the filter, all pages together.
+    pub total: u64,
+    pub offset: u64,
+    pub limit: u64,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScriptView {
+    pub job_id: String,
+    pub script: String,
+}
+
+/// Why a run happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    /// An occurrence of the schedule, on time.
+    Schedule,
+    /// Caught up at start-up under the misfire rule.
+    Misfire,
+    /// Run now, from the API or UI.
+    Manual,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorView {
+    pub message: String,
+    pub stack: Option<String>,
+}
+
+/// One occurrence in a job's history.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RunView {
+    pub run_id: String,
+    pub job_id: String,
+    pub trigger: Trigger,
+    pub scheduled_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub ended_at: Option<DateTime<Utc>>,
+    /// `running`, a worker outcome (`succeeded`, `failed`, `timed_out`, `out_of_memory`,
+    /// `output_limit`, `crashed`, `cancelled`), or `skipped` / `missed`.
+    pub outcome: String,
+    /// Start minus scheduled instant, milliseconds.
+    pub lateness_ms: Option<i64>,
+    pub duration_ms: Option<i64>,
+    pub node: String,
+    pub error: Option<ErrorView>,
+    pub cpu_time_us: Option<u64>,
+    pub peak_memory_bytes: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LogLine {
+    pub seq: u32,
+    pub level: String,
+    pub text: String,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RunDetail {
+    #[serde(flatten)]
+    pub run: RunView,
+    pub log: Vec<LogLine>,
+    /// True when the console output was longer than the stored cap.
+    pub log_truncated: bool,
+}
+
+/// Query of `GET /api/job/runs`.
+#[derive(Debug, Clone, Default)]
+pub struct RunQuery {
+    pub outcome: Option<String>,
+    /// Only runs scheduled strictly before this instant (for paging backwards).
+    pub before: Option<DateTime<Utc>>,
+    /// 1..=1000.
+    pub limit: u64,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RunPage {
+    pub items: Vec<RunView>,
+    /// Pass as `before` to get the next (older) page; `null` at the end.
+    pub next_before: Option<DateTime<Utc>>,
+}
+
+/// What a debug run executes.
+#[derive(Debug, Clone)]
+pub enum DebugSource {
+    /// The job's stored script.
+    Stored { job_id: String },
+    /// An unsaved draft, optionally in the context of a job (its name and limits).
+    Draft {
+        job_id: Option<String>,
+        script: String,
+    },
+}
+
+/// One event of a debug run, in order; `End` is always last.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum DebugEvent {
+    #[serde(rename_all = "camelCase")]
+    Log {
+        seq: u32,
+        level: String,
+        text: String,
+        at: DateTime<Utc>,
+    },
+    #[serde(rename_all = "camelCase")]
+    End {
+        outcome: String,
+        error: Option<ErrorView>,
+        duration_ms: i64,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Health {
+    /// `ok`, or `degraded` with the reasons in `problems`.
+    pub status: String,
+    pub mode: String,
+    pub node: String,
+    pub version: String,
+    pub workers_alive: usize,
+    pub workers_configured: usize,
+    pub jobs_scheduled: u64,
+    pub problems: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exec_at_in_seconds_becomes_milliseconds() {
+        let a: JobInput = serde_json::from_str(r#"{"execAt":"1672502400"}"#).unwrap();
+        let b: JobInput = serde_json::from_str(r#"{"execAt":1672502400000}"#).unwrap();
+        assert_eq!(a.exec_at, Some(1_672_502_400_000));
+        assert_eq!(b.exec_at, Some(1_672_502_400_000));
+    }
+
+    #[test]
+    fn exec_type_reads_numbers_and_numeric_strings() {
+        let a: JobInput = serde_json::from_str(r#"{"execType":"1"}"#).unwrap();
+        let b: JobInput = serde_json::from_str(r#"{"execType":0}"#).unwrap();
+        assert_eq!(a.exec_type, Some(ExecType::Delay));
+        assert_eq!(b.exec_type, Some(ExecType::Timing));
+        assert!(serde_json::from_str::<JobInput>(r#"{"execType":"2"}"#).is_err());
+        assert!(serde_json::from_str::<JobInput>(r#"{"execType":true}"#).is_err());
+    }
+
+    #[test]
+    fn wrong_types_are_refused_and_nulls_are_absent() {
+        assert!(serde_json::from_str::<JobInput>(r#"{"name":5}"#).is_err());
+        assert!(serde_json::from_str::<JobInput>(r#"{"execAt":"soon"}"#).is_err());
+        let j: JobInput = serde_json::from_str(r#"{"execAt":null,"x":1}"#).unwrap();
+        assert_eq!(j.exec_at, None);
+    }
+}
