@@ -9,3 +9,5 @@ pub mod config;
 pub mod exec;
 pub mod hostcall;
 pub mod pool;
+pub mod job;
+pub mod store;

@@ -1,0 +1,116 @@
+//! Storage of jobs, scripts and run history behind one trait, [`Store`], that every
+//! backend implements: the embedded SQLite store of standalone mode here, and the
+//! cluster stores (PostgreSQL, MongoDB) later.
+//!
+//! A store validates nothing about jobs (the service does) and schedules nothing. Its
+//! promise: a write that returned `Ok` survives `kill -9` of the process right after.
+//! Every backend must pass the suite in [`conformance`].
+
+pub mod conformance;
+pub mod sqlite;
+
+use async_trait::async_trait;
+
+use crate::job::{ExecType, Job, RunRecord};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("a job with id {0} already exists")]
+    Duplicate(String),
+    #[error("no job with id {0}")]
+    NotFound(String),
+    /// The job changed since it was read (optimistic concurrency).
+    #[error("job {id} was changed concurrently (expected version {expected})")]
+    VersionConflict { id: String, expected: u64 },
+    #[error("store unavailable: {0:#}")]
+    Unavailable(anyhow::Error),
+    #[error("store error: {0:#}")]
+    Other(#[from] anyhow::Error),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Sort keys a store can order jobs by.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum JobOrder {
+    #[default]
+    CreatedAt,
+    Name,
+    UpdatedAt,
+    LastExecTime,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct JobListQuery {
+    /// Case-insensitive substring of id, name or description.
+    pub search: Option<String>,
+    pub exec_type: Option<ExecType>,
+    pub enabled: Option<bool>,
+    pub order: JobOrder,
+    pub descending: bool,
+    pub offset: u64,
+    /// `None`: all matching jobs.
+    pub limit: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RunListQuery {
+    pub outcome: Option<String>,
+    /// Only runs scheduled strictly before this instant (ms).
+    pub before_ms: Option<i64>,
+    pub limit: u64,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Stores a new job and its script. `Duplicate` if the id exists.
+    async fn create_job(&self, job: &Job, script: &str) -> StoreResult<()>;
+
+    /// Replaces the job row (all fields but `created_at_ms` and `last`), and the script
+    /// when given, if the stored version is `expected_version`; the caller has already
+    /// bumped `job.version`. `NotFound`, `VersionConflict`.
+    async fn update_job(
+        &self,
+        job: &Job,
+        script: Option<&str>,
+        expected_version: u64,
+    ) -> StoreResult<()>;
+
+    /// Deletes the job, its script and its history. `Ok(false)` if it did not exist.
+    async fn delete_job(&self, id: &str) -> StoreResult<bool>;
+
+    async fn get_job(&self, id: &str) -> StoreResult<Option<Job>>;
+
+    async fn get_script(&self, id: &str) -> StoreResult<Option<String>>;
+
+    /// A page of jobs and the number of jobs matching the filter.
+    async fn list_jobs(&self, query: &JobListQuery) -> StoreResult<(Vec<Job>, u64)>;
+
+    /// Every job whose `enabled` is true: what start-up schedules.
+    async fn enabled_jobs(&self) -> StoreResult<Vec<Job>>;
+
+    /// Counts of jobs by `enabled` (false, true).
+    async fn count_jobs(&self) -> StoreResult<(u64, u64)>;
+
+    /// Inserts or replaces run records by `run_id`, all in one transaction, and folds
+    /// them into their jobs' [`crate::job::LastRun`] (never moving it backwards).
+    /// Records of jobs that no longer exist are dropped silently.
+    async fn record_runs(&self, runs: &[RunRecord]) -> StoreResult<()>;
+
+    /// Newest first (by scheduled instant, then run id), without their logs.
+    async fn list_runs(&self, job_id: &str, query: &RunListQuery) -> StoreResult<Vec<RunRecord>>;
+
+    /// One run with its log.
+    async fn get_run(&self, run_id: &str) -> StoreResult<Option<RunRecord>>;
+
+    /// Runs whose scheduled instant is at or after `since_ms`, all jobs, without logs,
+    /// newest first, at most `limit` (for the dashboard).
+    async fn recent_runs(&self, since_ms: i64, limit: u64) -> StoreResult<Vec<RunRecord>>;
+
+    /// Deletes all but the newest `keep_per_job` runs of each job, and every run
+    /// scheduled before `older_than_ms`. Returns how many were deleted.
+    async fn prune_runs(&self, keep_per_job: u32, older_than_ms: i64) -> StoreResult<u64>;
+
+    /// Stop accepting writes, finish the ones in flight, close.
+    async fn close(&self);
+}
