@@ -11,3 +11,4 @@ pub mod hostcall;
 pub mod pool;
 pub mod job;
 pub mod store;
+pub mod cron;
