@@ -101,6 +101,19 @@ impl Schedule {
         }
     }
 
+    /// The latest occurrence at or before `at_ms`, or `None` if there is none.
+    pub fn prev_at_or_before(&self, at_ms: i64) -> Option<i64> {
+        match &self.kind {
+            Kind::Every { period_ms } => Some(at_ms.div_euclid(*period_ms) * period_ms),
+            Kind::Cron(cron) => {
+                let secs = at_ms.div_euclid(1000);
+                let start = self.tz.timestamp_opt(secs, 0).single()?;
+                let prev = cron.find_previous_occurrence(&start, true).ok()?;
+                Some(prev.timestamp_millis())
+            }
+        }
+    }
+
     /// The next `count` occurrences after `after_ms`.
     pub fn upcoming(&self, after_ms: i64, count: usize) -> Vec<DateTime<Utc>> {
         let mut out = Vec::with_capacity(count);
@@ -285,6 +298,17 @@ mod tests {
         assert!(Schedule::parse("@every 10", "UTC").is_err());
         assert!(Schedule::parse("@every 1ms", "UTC").is_err());
         assert!(Schedule::parse("@every 99999999999999999d", "UTC").is_err());
+    }
+
+    #[test]
+    fn prev_is_at_or_before() {
+        let s = Schedule::parse("*/10 * * * * *", "UTC").unwrap();
+        let t = ms("2026-11-24T10:00:10Z");
+        assert_eq!(s.prev_at_or_before(t), Some(t));
+        assert_eq!(s.prev_at_or_before(t + 999), Some(t));
+        assert_eq!(s.prev_at_or_before(t - 1), Some(t - 10_000));
+        let e = Schedule::parse("@every 10s", "UTC").unwrap();
+        assert_eq!(e.prev_at_or_before(t + 5), Some(t));
     }
 
     #[test]

@@ -12,3 +12,4 @@ pub mod pool;
 pub mod job;
 pub mod store;
 pub mod cron;
+pub mod scheduler;

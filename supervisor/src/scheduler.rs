@@ -1,0 +1,613 @@
+//! The timing wheel: holds the next occurrence of every scheduled job and fires each at
+//! its instant — never early, never twice — applying the overlap and misfire rules.
+//!
+//! One task owns all scheduling state and reacts to one closed set of events
+//! ([`Command`]s and expired timers), so every way the schedule can change is visible
+//! in [`SchedulerTask::handle`]. Timers live in tokio-util's `DelayQueue`, a
+//! hierarchical timing wheel with millisecond slots.
+//!
+//! The scheduler does not run scripts, read the store or write history: it tells a
+//! [`Dispatch`] what to start, skip or record as missed, and hears back through
+//! [`SchedulerHandle::finished`] when a run is over. A `remove` that has been answered
+//! guarantees the scheduler will not start that job again.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::time::{DelayQueue, delay_queue};
+
+use crate::cron::Schedule;
+use crate::job::Trigger;
+
+/// What makes a job fire.
+#[derive(Debug, Clone)]
+pub enum Plan {
+    Cron(Schedule),
+    /// A delay job: once, at this instant (ms).
+    Once { at_ms: i64 },
+}
+
+/// What the run of a job needs to know; shared by all its fires.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobMeta {
+    pub id: Arc<str>,
+    pub name: String,
+    pub version: u64,
+    pub time_limit_ms: u64,
+    pub memory_limit_mb: u64,
+}
+
+/// A job as the scheduler holds it.
+#[derive(Debug, Clone)]
+pub struct JobSchedule {
+    pub meta: Arc<JobMeta>,
+    pub plan: Plan,
+    /// Catch up occurrences after this instant (ms) that have passed: at start-up, the
+    /// last occurrence handled before the process went down. `None` schedules from now.
+    pub catch_up_since_ms: Option<i64>,
+    /// How old a missed occurrence may be and still run once.
+    pub misfire_window_ms: i64,
+}
+
+/// One occurrence to start.
+#[derive(Debug, Clone)]
+pub struct Fire {
+    pub meta: Arc<JobMeta>,
+    pub scheduled_ms: i64,
+    pub trigger: Trigger,
+}
+
+/// The scheduler's view of the rest of the service.
+pub trait Dispatch: Send + Sync + 'static {
+    /// Start a run. Must not block; must eventually lead to
+    /// [`SchedulerHandle::finished`] for `fire.meta.id`.
+    fn start(&self, fire: Fire);
+    /// An occurrence was skipped because the previous run was still going.
+    fn skipped(&self, meta: &Arc<JobMeta>, scheduled_ms: i64);
+    /// Occurrences missed while nothing was scheduling the job.
+    fn missed(&self, meta: &Arc<JobMeta>, scheduled_ms: &[i64]);
+    /// The job has no further occurrence (a delay job that fired, or a cron whose years
+    /// have all passed): it should read `state: 0`.
+    fn exhausted(&self, meta: &Arc<JobMeta>);
+}
+
+/// Never record more than this many individual misses per catch-up; the rest are
+/// counted in a log line. A job firing every second that was down for a day would
+/// otherwise write 86,400 history rows at start-up.
+pub const MAX_MISSED_RECORDS: usize = 100;
+
+/// If the scheduler finds itself this far behind an occurrence (a stalled process, a
+/// suspended VM), the occurrences in between are treated as missed, not fired in a burst.
+const STALL_TOLERANCE_MS: i64 = 1_000;
+
+enum Command {
+    Upsert(JobSchedule, oneshot::Sender<Option<i64>>),
+    Remove(Arc<str>, oneshot::Sender<()>),
+    Finished(Arc<str>),
+    Next(Arc<str>, oneshot::Sender<Option<i64>>),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// Cheap to clone; every method is safe to call from any task.
+#[derive(Clone)]
+pub struct SchedulerHandle {
+    tx: mpsc::UnboundedSender<Command>,
+    scheduled: Arc<AtomicU64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the scheduler has stopped")]
+pub struct SchedulerStopped;
+
+impl SchedulerHandle {
+    /// Schedules (or reschedules) a job; answers its next occurrence once the change is
+    /// in force. `None`: nothing left to fire (the job was handed to `exhausted`).
+    pub async fn upsert(&self, job: JobSchedule) -> Result<Option<i64>, SchedulerStopped> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Upsert(job, tx))?;
+        rx.await.map_err(|_| SchedulerStopped)
+    }
+
+    /// Unschedules a job. Once this returns, the scheduler will not start it again.
+    pub async fn remove(&self, id: &str) -> Result<(), SchedulerStopped> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Remove(id.into(), tx))?;
+        rx.await.map_err(|_| SchedulerStopped)
+    }
+
+    /// A run started by [`Dispatch::start`] is over.
+    pub fn finished(&self, id: Arc<str>) {
+        let _ = self.send(Command::Finished(id));
+    }
+
+    /// The next occurrence the wheel holds for a job.
+    pub async fn next_of(&self, id: &str) -> Option<i64> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Next(id.into(), tx)).ok()?;
+        rx.await.ok().flatten()
+    }
+
+    /// Stops firing; answered when the scheduler task has ended.
+    pub async fn shutdown(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.send(Command::Shutdown(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// How many jobs the wheel holds.
+    pub fn scheduled(&self) -> u64 {
+        self.scheduled.load(Ordering::Relaxed)
+    }
+
+    pub fn is_alive(&self) -> bool {
+        !self.tx.is_closed()
+    }
+
+    fn send(&self, cmd: Command) -> Result<(), SchedulerStopped> {
+        self.tx.send(cmd).map_err(|_| SchedulerStopped)
+    }
+}
+
+struct Entry {
+    job: JobSchedule,
+    next_ms: i64,
+    key: delay_queue::Key,
+}
+
+struct SchedulerTask<D> {
+    dispatch: D,
+    entries: HashMap<Arc<str>, Entry>,
+    /// Runs in progress per job (the overlap rule reads it).
+    running: HashMap<Arc<str>, u32>,
+    wheel: DelayQueue<Arc<str>>,
+    scheduled: Arc<AtomicU64>,
+}
+
+/// Starts the scheduler task on the current runtime.
+pub fn spawn<D: Dispatch>(dispatch: D) -> (SchedulerHandle, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let scheduled = Arc::new(AtomicU64::new(0));
+    let task = SchedulerTask {
+        dispatch,
+        entries: HashMap::new(),
+        running: HashMap::new(),
+        wheel: DelayQueue::new(),
+        scheduled: scheduled.clone(),
+    };
+    let join = tokio::spawn(task.run(rx));
+    (SchedulerHandle { tx, scheduled }, join)
+}
+
+/// Wall-clock now, Unix ms.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// The tokio instant at which the wall clock will read `at_ms` (or now, if passed).
+fn instant_for(at_ms: i64) -> Instant {
+    let wait = at_ms.saturating_sub(now_ms()).max(0) as u64;
+    Instant::now() + Duration::from_millis(wait)
+}
+
+/// What to do about the occurrences of `plan` in `(since_ms, now_ms]`.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct CatchUp {
+    /// Recorded as missed (the most recent [`MAX_MISSED_RECORDS`] at most), oldest first.
+    missed: Vec<i64>,
+    /// True when older missed occurrences exist beyond the ones listed.
+    more_missed: bool,
+    /// The most recent missed occurrence, to run now.
+    run: Option<i64>,
+}
+
+/// Walks backwards from `now_ms`, so that the cost is bounded by the number of records
+/// kept, not by the length of the outage.
+fn catch_up(plan: &Plan, since_ms: i64, now_ms: i64, window_ms: i64) -> CatchUp {
+    let mut out = CatchUp::default();
+    let mut passed = Vec::new(); // newest first
+    match plan {
+        Plan::Once { at_ms } => {
+            if *at_ms > since_ms && *at_ms <= now_ms {
+                passed.push(*at_ms);
+            }
+        }
+        Plan::Cron(s) => {
+            let mut t = now_ms;
+            while let Some(p) = s.prev_at_or_before(t) {
+                if p <= since_ms {
+                    break;
+                }
+                if passed.len() > MAX_MISSED_RECORDS {
+                    out.more_missed = true;
+                    break;
+                }
+                passed.push(p);
+                t = p - 1;
+            }
+        }
+    }
+    if let Some(&last) = passed.first()
+        && now_ms - last < window_ms
+    {
+        out.run = Some(passed.remove(0));
+    }
+    if passed.len() > MAX_MISSED_RECORDS {
+        passed.truncate(MAX_MISSED_RECORDS);
+        out.more_missed = true;
+    }
+    passed.reverse();
+    out.missed = passed;
+    out
+}
+
+impl<D: Dispatch> SchedulerTask<D> {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
+        loop {
+            tokio::select! {
+                biased;
+                Some(expired) = std::future::poll_fn(|cx| self.wheel.poll_expired(cx)), if !self.wheel.is_empty() => {
+                    self.fire(expired.into_inner());
+                }
+                cmd = rx.recv() => match cmd {
+                    Some(Command::Shutdown(ack)) => {
+                        tracing::info!(scheduled = self.entries.len(), "scheduler stopped");
+                        let _ = ack.send(());
+                        return;
+                    }
+                    Some(cmd) => self.handle(cmd),
+                    None => return,
+                },
+            }
+        }
+    }
+
+    fn handle(&mut self, cmd: Command) {
+        match cmd {
+            Command::Upsert(job, ack) => {
+                let next = self.upsert(job);
+                let _ = ack.send(next);
+            }
+            Command::Remove(id, ack) => {
+                self.remove(&id);
+                let _ = ack.send(());
+            }
+            Command::Finished(id) => {
+                if let Some(n) = self.running.get_mut(&id) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.running.remove(&id);
+                    }
+                }
+            }
+            Command::Next(id, ack) => {
+                let _ = ack.send(self.entries.get(&id).map(|e| e.next_ms));
+            }
+            Command::Shutdown(_) => unreachable!("handled by the loop"),
+        }
+        self.scheduled
+            .store(self.entries.len() as u64, Ordering::Relaxed);
+    }
+
+    fn remove(&mut self, id: &str) {
+        if let Some(old) = self.entries.remove(id) {
+            self.wheel.remove(&old.key);
+        }
+    }
+
+    fn upsert(&mut self, job: JobSchedule) -> Option<i64> {
+        let id = job.meta.id.clone();
+        self.remove(&id);
+        let now = now_ms();
+        let mut run_now = None;
+        if let Some(since) = job.catch_up_since_ms {
+            let c = catch_up(&job.plan, since, now, job.misfire_window_ms);
+            self.record_missed(&job.meta, &c);
+            run_now = c.run;
+        }
+        let next = match &job.plan {
+            Plan::Cron(s) => s.next_after(now),
+            Plan::Once { at_ms } if *at_ms > now => Some(*at_ms),
+            Plan::Once { .. } => None,
+        };
+        if let Some(scheduled_ms) = run_now {
+            self.start_or_skip(&job.meta, scheduled_ms, Trigger::Misfire);
+        }
+        match next {
+            Some(next_ms) => {
+                let key = self.wheel.insert_at(id.clone(), instant_for(next_ms));
+                self.entries.insert(id, Entry { job, next_ms, key });
+            }
+            None => self.dispatch.exhausted(&job.meta),
+        }
+        next
+    }
+
+    fn record_missed(&self, meta: &Arc<JobMeta>, c: &CatchUp) {
+        if c.more_missed {
+            tracing::warn!(
+                job = %meta.id,
+                recorded = c.missed.len(),
+                "many occurrences missed; only the most recent are recorded"
+            );
+        }
+        if !c.missed.is_empty() {
+            self.dispatch.missed(meta, &c.missed);
+        }
+    }
+
+    fn start_or_skip(&mut self, meta: &Arc<JobMeta>, scheduled_ms: i64, trigger: Trigger) {
+        let running = self.running.entry(meta.id.clone()).or_insert(0);
+        if *running > 0 {
+            self.dispatch.skipped(meta, scheduled_ms);
+            return;
+        }
+        *running += 1;
+        self.dispatch.start(Fire {
+            meta: meta.clone(),
+            scheduled_ms,
+            trigger,
+        });
+    }
+
+    fn fire(&mut self, id: Arc<str>) {
+        let Some(entry) = self.entries.get_mut(&id) else {
+            return;
+        };
+        let scheduled_ms = entry.next_ms;
+        let now = now_ms();
+        if now < scheduled_ms {
+            // The monotonic timer ran ahead of the wall clock (e.g. an NTP step):
+            // never fire early, wait for the wall clock to reach the instant.
+            entry.key = self.wheel.insert_at(id, instant_for(scheduled_ms));
+            return;
+        }
+        let job = entry.job.clone();
+        self.start_or_skip(&job.meta, scheduled_ms, Trigger::Schedule);
+        let next = match &job.plan {
+            Plan::Once { .. } => None,
+            Plan::Cron(s) => s.next_after(scheduled_ms),
+        };
+        let next = match next {
+            Some(n) if n <= now - STALL_TOLERANCE_MS => {
+                // We are far behind: the occurrences up to now were missed.
+                let c = catch_up(&job.plan, scheduled_ms, now, job.misfire_window_ms);
+                self.record_missed(&job.meta, &c);
+                if let Some(run) = c.run {
+                    self.start_or_skip(&job.meta, run, Trigger::Misfire);
+                }
+                match &job.plan {
+                    Plan::Cron(s) => s.next_after(now),
+                    Plan::Once { .. } => None,
+                }
+            }
+            other => other,
+        };
+        match next {
+            Some(next_ms) => {
+                let key = self.wheel.insert_at(id.clone(), instant_for(next_ms));
+                if let Some(e) = self.entries.get_mut(&id) {
+                    e.next_ms = next_ms;
+                    e.key = key;
+                }
+            }
+            None => {
+                self.entries.remove(&id);
+                self.dispatch.exhausted(&job.meta);
+            }
+        }
+        self.scheduled
+            .store(self.entries.len() as u64, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use parking_lot::Mutex;
+
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    enum Ev {
+        Start(String, i64, Trigger),
+        Skip(String, i64),
+        Missed(String, Vec<i64>),
+        Exhausted(String),
+    }
+
+    #[derive(Clone, Default)]
+    struct Recorder(Arc<Mutex<Vec<Ev>>>);
+
+    impl Dispatch for Recorder {
+        fn start(&self, f: Fire) {
+            self.0
+                .lock()
+                .push(Ev::Start(f.meta.id.to_string(), f.scheduled_ms, f.trigger));
+        }
+        fn skipped(&self, m: &Arc<JobMeta>, s: i64) {
+            self.0.lock().push(Ev::Skip(m.id.to_string(), s));
+        }
+        fn missed(&self, m: &Arc<JobMeta>, s: &[i64]) {
+            self.0.lock().push(Ev::Missed(m.id.to_string(), s.to_vec()));
+        }
+        fn exhausted(&self, m: &Arc<JobMeta>) {
+            self.0.lock().push(Ev::Exhausted(m.id.to_string()));
+        }
+    }
+
+    impl Recorder {
+        fn take(&self) -> Vec<Ev> {
+            std::mem::take(&mut *self.0.lock())
+        }
+    }
+
+    fn meta(id: &str) -> Arc<JobMeta> {
+        Arc::new(JobMeta {
+            id: id.into(),
+            name: id.into(),
+            version: 1,
+            time_limit_ms: 1000,
+            memory_limit_mb: 16,
+        })
+    }
+
+    fn cron_job(id: &str, expr: &str) -> JobSchedule {
+        JobSchedule {
+            meta: meta(id),
+            plan: Plan::Cron(Schedule::parse(expr, "UTC").unwrap()),
+            catch_up_since_ms: None,
+            misfire_window_ms: 60_000,
+        }
+    }
+
+    #[test]
+    fn catch_up_runs_the_most_recent_within_the_window_and_records_the_rest() {
+        let plan = Plan::Cron(Schedule::parse("@every 10s", "UTC").unwrap());
+        let c = catch_up(&plan, 0, 35_000, 60_000);
+        assert_eq!(c.missed, vec![10_000, 20_000]);
+        assert_eq!(c.run, Some(30_000));
+        let stale = catch_up(&plan, 0, 95_000, 3_000);
+        assert_eq!(stale.run, None);
+        assert_eq!(stale.missed.len(), 9);
+    }
+
+    #[test]
+    fn catch_up_caps_the_records_of_a_long_outage() {
+        let plan = Plan::Cron(Schedule::parse("@every 1s", "UTC").unwrap());
+        let c = catch_up(&plan, 0, 86_400_000, 60_000);
+        assert_eq!(c.run, Some(86_400_000));
+        assert_eq!(c.missed.len(), MAX_MISSED_RECORDS);
+        assert_eq!(c.missed.last(), Some(&86_399_000));
+        assert_eq!(c.missed.first(), Some(&(86_400_000 - 1000 * MAX_MISSED_RECORDS as i64)));
+        assert!(c.more_missed);
+    }
+
+    #[test]
+    fn catch_up_of_a_delay_job_that_already_ran_is_nothing() {
+        let plan = Plan::Once { at_ms: 10_000 };
+        assert_eq!(catch_up(&plan, 10_000, 20_000, 60_000), CatchUp::default());
+        assert_eq!(catch_up(&plan, 5_000, 20_000, 60_000).run, Some(10_000));
+    }
+
+    // These run on real (not paused) time: the wheel compares against the wall clock,
+    // which paused tokio time does not move.
+    #[tokio::test]
+    async fn a_job_fires_at_its_instants_never_early() {
+        let rec = Recorder::default();
+        let (h, _j) = spawn(rec.clone());
+        let next = h.upsert(cron_job("a", "@every 200ms")).await.unwrap().unwrap();
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        h.shutdown().await;
+        let evs = rec.take();
+        // Every occurrence is either started or skipped (overlap), exactly once.
+        let starts: Vec<i64> = evs
+            .iter()
+            .filter_map(|e| match e {
+                Ev::Start(_, t, Trigger::Schedule) | Ev::Skip(_, t) => Some(*t),
+                _ => None,
+            })
+            .collect();
+        assert!(starts.len() >= 3, "{evs:?}");
+        assert_eq!(starts[0], next);
+        for w in starts.windows(2) {
+            assert_eq!(w[1] - w[0], 200, "every occurrence once: {starts:?}");
+        }
+        // Only the first start found the job idle; the rest were skipped because
+        // nobody reported the first run finished.
+        assert!(evs.iter().any(|e| matches!(e, Ev::Skip(..))));
+    }
+
+    #[tokio::test]
+    async fn overlap_skips_while_running_and_resumes_after_finished() {
+        let rec = Recorder::default();
+        let (h, _j) = spawn(rec.clone());
+        h.upsert(cron_job("a", "@every 100ms")).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        h.finished("a".into());
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        h.shutdown().await;
+        let evs = rec.take();
+        let kinds: Vec<&str> = evs
+            .iter()
+            .map(|e| match e {
+                Ev::Start(..) => "start",
+                Ev::Skip(..) => "skip",
+                _ => "other",
+            })
+            .collect();
+        assert_eq!(kinds.first(), Some(&"start"), "{evs:?}");
+        assert!(kinds.contains(&"skip"), "{evs:?}");
+        assert_eq!(
+            kinds.iter().filter(|k| **k == "start").count(),
+            2,
+            "a second start only after finished: {evs:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn after_remove_answers_nothing_fires() {
+        let rec = Recorder::default();
+        let (h, _j) = spawn(rec.clone());
+        h.upsert(cron_job("a", "@every 100ms")).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        h.remove("a").await.unwrap();
+        let before = rec.take().len();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(before >= 1);
+        assert_eq!(rec.take(), vec![]);
+        assert_eq!(h.scheduled(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_delay_job_fires_once_then_is_exhausted() {
+        let rec = Recorder::default();
+        let (h, _j) = spawn(rec.clone());
+        let at = now_ms() + 100;
+        let job = JobSchedule {
+            meta: meta("d"),
+            plan: Plan::Once { at_ms: at },
+            catch_up_since_ms: None,
+            misfire_window_ms: 60_000,
+        };
+        assert_eq!(h.upsert(job).await.unwrap(), Some(at));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            rec.take(),
+            vec![
+                Ev::Start("d".into(), at, Trigger::Schedule),
+                Ev::Exhausted("d".into())
+            ]
+        );
+        assert_eq!(h.scheduled(), 0);
+    }
+
+    #[tokio::test]
+    async fn upsert_with_catch_up_runs_the_recent_miss_now() {
+        let rec = Recorder::default();
+        let (h, _j) = spawn(rec.clone());
+        let now = now_ms();
+        let mut job = cron_job("a", "@every 10s");
+        job.catch_up_since_ms = Some(now - 25_000);
+        h.upsert(job).await.unwrap();
+        let evs = rec.take();
+        let last = now.div_euclid(10_000) * 10_000;
+        assert_eq!(evs.len(), 2, "{evs:?}");
+        assert!(matches!(&evs[0], Ev::Missed(_, m) if m.len() == 1 || m.len() == 2));
+        assert_eq!(evs[1], Ev::Start("a".into(), last, Trigger::Misfire));
+    }
+
+    #[tokio::test]
+    async fn an_expired_cron_is_exhausted_at_once() {
+        let rec = Recorder::default();
+        let (h, _j) = spawn(rec.clone());
+        let next = h
+            .upsert(cron_job("old", "0 0 0 1 1 ? 2020"))
+            .await
+            .unwrap();
+        assert_eq!(next, None);
+        assert_eq!(rec.take(), vec![Ev::Exhausted("old".into())]);
+    }
+}
