@@ -2,14 +2,18 @@
 //! timing wheel, storage, the worker pool, dispatch and run history.
 //!
 //! The supervisor never runs user JavaScript itself: every script goes to a worker
-//! process through [`pool`]. It never speaks HTTP to clients either: `web` does, over
-//! the [`web::Backend`]-style seam this crate implements.
+//! process through [`pool`]. It never answers HTTP either: `web` does, calling the
+//! [`web::Backend`] that [`service::Service`] implements.
 
+pub mod app;
 pub mod config;
-pub mod exec;
-pub mod hostcall;
-pub mod pool;
-pub mod job;
-pub mod store;
 pub mod cron;
+pub mod exec;
+pub mod history;
+pub mod hostcall;
+pub mod job;
+pub mod pool;
+pub mod runner;
 pub mod scheduler;
+pub mod service;
+pub mod store;

@@ -1,14 +1,34 @@
 //! The `traitor` binary: parse the configuration, hand off.
 
+use std::process::ExitCode;
+
 use supervisor::config::{Cli, Command};
 
-fn main() -> std::process::ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse_args();
     match cli.command {
         Some(Command::Exec(args)) => supervisor::exec::main(args),
         None => {
-            eprintln!("the service is not built yet");
-            std::process::ExitCode::FAILURE
+            init_logging(cli.serve.log_json);
+            match supervisor::app::run(cli.serve) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    eprintln!("traitor: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
         }
+    }
+}
+
+fn init_logging(json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
     }
 }

@@ -1,0 +1,757 @@
+//! The service: every operation of the API, implemented over the store, the scheduler,
+//! the runner and the pool ([`web::Backend`]).
+//!
+//! Changes to one job are serialised by a striped lock, validated in full before
+//! anything is written, stored first and scheduled second, so an answered request is
+//! both durable and in force. This module knows nothing of HTTP: it answers in
+//! [`ServiceError`]s that say what is wrong, and `web` picks status codes.
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use tokio::sync::{Mutex, mpsc};
+use web::dto::{self, *};
+use web::{Backend, DebugSession, ServiceError, ServiceResult};
+
+use crate::cron::{Schedule, parse_timezone};
+use crate::job::{Job, LastRun, MisfirePolicy, OverlapPolicy, RunRecord};
+use crate::pool::{Pool, RunEvent, RunRequest};
+use crate::runner::{Runner, job_context, system_ms};
+use crate::scheduler::{JobMeta, JobSchedule, Plan, SchedulerHandle, now_ms};
+use crate::store::{JobListQuery, JobOrder, RunListQuery, Store, StoreError};
+
+/// Bounds on what a user can store (contract §7).
+pub mod limits {
+    pub const MAX_NAME_CHARS: usize = 200;
+    pub const MAX_DESCRIPTION_CHARS: usize = 4_000;
+    pub const MAX_SCRIPT_BYTES: usize = 1024 * 1024;
+    pub const MAX_JOB_ID_CHARS: usize = 128;
+    /// A delay job's `execAt` must be at least this far ahead when created or started.
+    pub const MIN_DELAY_MS: i64 = 5_000;
+    pub const MIN_TIME_LIMIT_MS: u64 = 10;
+    pub const MAX_TIME_LIMIT_MS: u64 = 24 * 3_600_000;
+    pub const MAX_MEMORY_LIMIT_MB: u64 = 512;
+    pub const DEFAULT_MISFIRE_WINDOW_S: u32 = 60;
+}
+use limits::*;
+
+/// Defaults for fields a job does not set.
+#[derive(Debug, Clone)]
+pub struct JobDefaults {
+    pub time_limit_ms: u64,
+    pub memory_limit_mb: u64,
+}
+
+pub struct Service {
+    store: Arc<dyn Store>,
+    scheduler: SchedulerHandle,
+    runner: Runner,
+    pool: Pool,
+    defaults: JobDefaults,
+    node: String,
+    mode: &'static str,
+    locks: Vec<Mutex<()>>,
+}
+
+const LOCK_STRIPES: usize = 256;
+
+impl Service {
+    pub fn new(
+        store: Arc<dyn Store>,
+        scheduler: SchedulerHandle,
+        runner: Runner,
+        pool: Pool,
+        defaults: JobDefaults,
+        node: String,
+        mode: &'static str,
+    ) -> Self {
+        Service {
+            store,
+            scheduler,
+            runner,
+            pool,
+            defaults,
+            node,
+            mode,
+            locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+        }
+    }
+
+    fn lock_for(&self, id: &str) -> &Mutex<()> {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        id.hash(&mut h);
+        &self.locks[(h.finish() as usize) % LOCK_STRIPES]
+    }
+
+    /// Schedules every enabled job at start-up, applying the misfire rule to the
+    /// occurrences missed while the service was down. Returns how many were scheduled.
+    pub async fn schedule_all(&self) -> anyhow::Result<usize> {
+        let jobs = self.store.enabled_jobs().await?;
+        let n = jobs.len();
+        for job in jobs {
+            let since = job
+                .last
+                .scheduled_at_ms
+                .unwrap_or(job.updated_at_ms)
+                .max(job.updated_at_ms);
+            match schedule_of(&job, Some(since)) {
+                Ok(s) => {
+                    self.scheduler.upsert(s).await?;
+                }
+                Err(e) => {
+                    tracing::error!(job = %job.id, field = e.0, error = %e.1, "a stored job cannot be scheduled; leaving it unscheduled");
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    /// Marks jobs with no further occurrence as stopped (`state: 0`), unless they were
+    /// changed since the scheduler saw them.
+    pub async fn handle_exhausted(&self, mut rx: mpsc::UnboundedReceiver<Arc<JobMeta>>) {
+        while let Some(meta) = rx.recv().await {
+            let _guard = self.lock_for(&meta.id).lock().await;
+            let job = match self.store.get_job(&meta.id).await {
+                Ok(Some(j)) if j.version == meta.version && j.enabled => j,
+                Ok(_) => continue,
+                Err(e) => {
+                    tracing::error!(job = %meta.id, error = %e, "could not stop a finished job");
+                    continue;
+                }
+            };
+            let mut stopped = job.clone();
+            stopped.enabled = false;
+            stopped.version += 1;
+            stopped.updated_at_ms = now_ms();
+            if let Err(e) = self.store.update_job(&stopped, None, job.version).await {
+                tracing::error!(job = %meta.id, error = %e, "could not stop a finished job");
+            }
+        }
+    }
+
+    fn view(&self, job: &Job) -> JobView {
+        view_of(job, now_ms())
+    }
+
+    async fn load(&self, id: &str) -> ServiceResult<Job> {
+        self.store
+            .get_job(id)
+            .await
+            .map_err(store_err)?
+            .ok_or_else(|| not_found(id))
+    }
+
+    /// Writes a changed job and brings the schedule in line with it.
+    async fn save(&self, job: &Job, script: Option<&str>, expected: u64) -> ServiceResult<()> {
+        self.store
+            .update_job(job, script, expected)
+            .await
+            .map_err(store_err)?;
+        self.apply_schedule(job).await
+    }
+
+    async fn apply_schedule(&self, job: &Job) -> ServiceResult<()> {
+        let stopped = || ServiceError::Unavailable("the scheduler has stopped".into());
+        if job.enabled {
+            let s = schedule_of(job, None).map_err(|e| ServiceError::invalid(e.0, e.1))?;
+            self.scheduler.upsert(s).await.map_err(|_| stopped())?;
+        } else {
+            self.scheduler.remove(&job.id).await.map_err(|_| stopped())?;
+        }
+        Ok(())
+    }
+
+    fn new_job(&self, id: String, exec_type: ExecType, input: JobInput) -> ServiceResult<Job> {
+        let now = now_ms();
+        let job = Job {
+            id,
+            name: input.name.unwrap_or_default(),
+            description: input.description.unwrap_or_default(),
+            exec_type,
+            cron: input.cron.unwrap_or_default(),
+            exec_at_ms: input.exec_at,
+            timezone: input.timezone.unwrap_or_else(|| "UTC".into()),
+            enabled: false,
+            time_limit_ms: input.time_limit_ms.unwrap_or(self.defaults.time_limit_ms),
+            memory_limit_mb: input
+                .memory_limit_mb
+                .unwrap_or(self.defaults.memory_limit_mb),
+            overlap: OverlapPolicy::Skip,
+            misfire: MisfirePolicy::RunOnce,
+            misfire_window_s: DEFAULT_MISFIRE_WINDOW_S,
+            version: 1,
+            created_at_ms: now,
+            updated_at_ms: now,
+            last: LastRun::default(),
+        };
+        Ok(job)
+    }
+}
+
+/// Field-level validation of a whole job. `starting`: it is (or will be) scheduled, so
+/// it must have a future occurrence.
+pub fn validate(job: &Job, script: Option<&str>, starting: bool) -> ServiceResult<()> {
+    if job.name.chars().count() > MAX_NAME_CHARS {
+        return Err(ServiceError::invalid(
+            "name",
+            format!("name is longer than {MAX_NAME_CHARS} characters"),
+        ));
+    }
+    if job.description.chars().count() > MAX_DESCRIPTION_CHARS {
+        return Err(ServiceError::invalid(
+            "description",
+            format!("description is longer than {MAX_DESCRIPTION_CHARS} characters"),
+        ));
+    }
+    if let Some(s) = script {
+        check_script(s)?;
+    }
+    if !(MIN_TIME_LIMIT_MS..=MAX_TIME_LIMIT_MS).contains(&job.time_limit_ms) {
+        return Err(ServiceError::invalid(
+            "timeLimitMs",
+            format!("timeLimitMs must be between {MIN_TIME_LIMIT_MS} and {MAX_TIME_LIMIT_MS}"),
+        ));
+    }
+    if !(1..=MAX_MEMORY_LIMIT_MB).contains(&job.memory_limit_mb) {
+        return Err(ServiceError::invalid(
+            "memoryLimitMb",
+            format!("memoryLimitMb must be between 1 and {MAX_MEMORY_LIMIT_MB}"),
+        ));
+    }
+    parse_timezone(&job.timezone).map_err(|e| ServiceError::invalid("timezone", e.0))?;
+    match job.exec_type {
+        ExecType::Timing => {
+            if job.cron.trim().is_empty() {
+                return Err(ServiceError::invalid(
+                    "cron",
+                    "a timing job needs a cron expression",
+                ));
+            }
+            let s = Schedule::parse(&job.cron, &job.timezone)
+                .map_err(|e| ServiceError::invalid("cron", e.0))?;
+            if starting && s.next_after(now_ms()).is_none() {
+                return Err(ServiceError::invalid(
+                    "cron",
+                    format!("cron {:?} has no future occurrence", job.cron),
+                ));
+            }
+        }
+        ExecType::Delay => {
+            let Some(at) = job.exec_at_ms else {
+                return Err(ServiceError::invalid(
+                    "execAt",
+                    "a delay job needs execAt (a Unix timestamp)",
+                ));
+            };
+            if starting && at < now_ms() + MIN_DELAY_MS {
+                return Err(ServiceError::invalid(
+                    "execAt",
+                    format!(
+                        "execAt must be at least {} s in the future",
+                        MIN_DELAY_MS / 1000
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_script(s: &str) -> ServiceResult<()> {
+    if s.len() > MAX_SCRIPT_BYTES {
+        return Err(ServiceError::TooLarge(format!(
+            "script is {} bytes; the limit is {MAX_SCRIPT_BYTES}",
+            s.len()
+        )));
+    }
+    Ok(())
+}
+
+fn check_job_id(id: &str) -> ServiceResult<()> {
+    let ok = !id.is_empty()
+        && id.chars().count() <= MAX_JOB_ID_CHARS
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ServiceError::invalid(
+            "jobId",
+            format!("jobId must be 1 to {MAX_JOB_ID_CHARS} characters of A-Z a-z 0-9 - _ . :"),
+        ))
+    }
+}
+
+/// What the scheduler needs to hold a job. Errors carry (field, message).
+pub fn schedule_of(job: &Job, catch_up_since_ms: Option<i64>) -> Result<JobSchedule, (&'static str, String)> {
+    let plan = match job.exec_type {
+        ExecType::Timing => Plan::Cron(
+            Schedule::parse(&job.cron, &job.timezone).map_err(|e| ("cron", e.0))?,
+        ),
+        ExecType::Delay => Plan::Once {
+            at_ms: job
+                .exec_at_ms
+                .ok_or(("execAt", "a delay job needs execAt".to_string()))?,
+        },
+    };
+    Ok(JobSchedule {
+        meta: Arc::new(meta_of(job)),
+        plan,
+        catch_up_since_ms,
+        misfire_window_ms: i64::from(job.misfire_window_s) * 1000,
+    })
+}
+
+pub fn meta_of(job: &Job) -> JobMeta {
+    JobMeta {
+        id: job.id.as_str().into(),
+        name: job.name.clone(),
+        version: job.version,
+        time_limit_ms: job.time_limit_ms,
+        memory_limit_mb: job.memory_limit_mb,
+    }
+}
+
+fn ms_to_dt(ms: i64) -> DateTime<Utc> {
+    DateTime::<Utc>::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+/// The next instant a job will fire, as far as its definition says.
+pub fn next_exec_ms(job: &Job, now: i64) -> Option<i64> {
+    if !job.enabled {
+        return None;
+    }
+    match job.exec_type {
+        ExecType::Timing => Schedule::parse(&job.cron, &job.timezone)
+            .ok()?
+            .next_after(now),
+        ExecType::Delay => job.exec_at_ms.filter(|at| *at > now),
+    }
+}
+
+pub fn view_of(job: &Job, now: i64) -> JobView {
+    JobView {
+        job_id: job.id.clone(),
+        name: job.name.clone(),
+        description: job.description.clone(),
+        exec_type: job.exec_type,
+        cron: job.cron.clone(),
+        exec_at: job.exec_at_ms,
+        timezone: job.timezone.clone(),
+        state: if job.enabled {
+            JobState::Running
+        } else {
+            JobState::Stopped
+        },
+        last_exec_time: job.last.started_at_ms.map(ms_to_dt),
+        last_outcome: job.last.outcome.clone(),
+        next_exec_time: next_exec_ms(job, now).map(ms_to_dt),
+        created_at: ms_to_dt(job.created_at_ms),
+        updated_at: ms_to_dt(job.updated_at_ms),
+        time_limit_ms: job.time_limit_ms,
+        memory_limit_mb: job.memory_limit_mb,
+        overlap: job.overlap.as_str().to_owned(),
+        misfire: job.misfire.as_str().to_owned(),
+        version: job.version,
+    }
+}
+
+pub fn run_view(r: &RunRecord) -> RunView {
+    RunView {
+        run_id: r.run_id.clone(),
+        job_id: r.job_id.clone(),
+        trigger: r.trigger,
+        scheduled_at: ms_to_dt(r.scheduled_at_ms),
+        started_at: r.started_at_ms.map(ms_to_dt),
+        ended_at: r.ended_at_ms.map(ms_to_dt),
+        outcome: r.outcome.clone(),
+        lateness_ms: r.started_at_ms.map(|s| s - r.scheduled_at_ms),
+        duration_ms: match (r.started_at_ms, r.ended_at_ms) {
+            (Some(s), Some(e)) => Some(e - s),
+            _ => None,
+        },
+        node: r.node.clone(),
+        error: r.error_message.as_ref().map(|m| ErrorView {
+            message: m.clone(),
+            stack: r.error_stack.clone(),
+        }),
+        cpu_time_us: r.cpu_time_us,
+        peak_memory_bytes: r.peak_memory_bytes,
+    }
+}
+
+fn not_found(id: &str) -> ServiceError {
+    ServiceError::NotFound(format!("no job with id {id:?}"))
+}
+
+fn store_err(e: StoreError) -> ServiceError {
+    match e {
+        StoreError::Duplicate(id) => {
+            ServiceError::Conflict(format!("a job with id {id:?} already exists"))
+        }
+        StoreError::NotFound(id) => not_found(&id),
+        StoreError::VersionConflict { id, .. } => ServiceError::Conflict(format!(
+            "job {id:?} was changed by another request at the same time; retry"
+        )),
+        StoreError::Unavailable(e) => ServiceError::Unavailable(format!("store unavailable: {e:#}")),
+        StoreError::Other(e) => ServiceError::Internal(e),
+    }
+}
+
+/// Applies the fields present in `patch` to `job`.
+fn merge(job: &mut Job, patch: JobInput) {
+    if let Some(v) = patch.name {
+        job.name = v;
+    }
+    if let Some(v) = patch.description {
+        job.description = v;
+    }
+    if let Some(v) = patch.exec_type {
+        job.exec_type = v;
+    }
+    if let Some(v) = patch.cron {
+        job.cron = v;
+    }
+    if let Some(v) = patch.exec_at {
+        job.exec_at_ms = Some(v);
+    }
+    if let Some(v) = patch.timezone {
+        job.timezone = v;
+    }
+    if let Some(v) = patch.time_limit_ms {
+        job.time_limit_ms = v;
+    }
+    if let Some(v) = patch.memory_limit_mb {
+        job.memory_limit_mb = v;
+    }
+}
+
+#[async_trait]
+impl Backend for Service {
+    async fn create_job(
+        &self,
+        exec_type: Option<ExecType>,
+        mut input: JobInput,
+        start: bool,
+    ) -> ServiceResult<String> {
+        let exec_type = exec_type.or(input.exec_type).ok_or_else(|| {
+            ServiceError::invalid(
+                "type",
+                "say which kind of job: ?type=timing|delay, or execType 0|1 in the body",
+            )
+        })?;
+        let id = match input.job_id.take() {
+            Some(id) => {
+                check_job_id(&id)?;
+                id
+            }
+            None => uuid::Uuid::new_v4().to_string(),
+        };
+        let script = input.script.take().unwrap_or_default();
+        let mut job = self.new_job(id, exec_type, input)?;
+        // Contract: execAt is checked at creation too, not only at start.
+        let delay_ahead = job.exec_type == ExecType::Delay;
+        validate(&job, Some(&script), start || delay_ahead)?;
+        job.enabled = start;
+        let _guard = self.lock_for(&job.id).lock().await;
+        self.store
+            .create_job(&job, &script)
+            .await
+            .map_err(store_err)?;
+        if start {
+            self.apply_schedule(&job).await?;
+        }
+        tracing::info!(job = %job.id, start, "job created");
+        Ok(job.id)
+    }
+
+    async fn update_job(&self, id: &str, mut patch: JobInput) -> ServiceResult<()> {
+        let script = patch.script.take();
+        if let Some(s) = &script {
+            check_script(s)?;
+        }
+        let _guard = self.lock_for(id).lock().await;
+        let old = self.load(id).await?;
+        let mut job = old.clone();
+        let delay_changed = patch.exec_at.is_some() || patch.exec_type == Some(ExecType::Delay);
+        merge(&mut job, patch);
+        let timing_changed = job.exec_type != old.exec_type
+            || job.cron != old.cron
+            || job.timezone != old.timezone
+            || job.exec_at_ms != old.exec_at_ms;
+        validate(&job, script.as_deref(), job.enabled && (timing_changed || delay_changed))?;
+        job.version = old.version + 1;
+        job.updated_at_ms = now_ms();
+        self.save(&job, script.as_deref(), old.version).await
+    }
+
+    async fn delete_job(&self, id: &str) -> ServiceResult<()> {
+        let _guard = self.lock_for(id).lock().await;
+        let existed = self.store.delete_job(id).await.map_err(store_err)?;
+        self.scheduler
+            .remove(id)
+            .await
+            .map_err(|_| ServiceError::Unavailable("the scheduler has stopped".into()))?;
+        if !existed {
+            return Err(not_found(id));
+        }
+        tracing::info!(job = %id, "job deleted");
+        Ok(())
+    }
+
+    async fn get_job(&self, id: &str) -> ServiceResult<JobView> {
+        Ok(self.view(&self.load(id).await?))
+    }
+
+    async fn list_jobs(&self, q: JobQuery) -> ServiceResult<JobPage> {
+        let limit = q.limit.clamp(1, 1000);
+        let by_next = q.sort == JobSort::NextExecTime;
+        let query = JobListQuery {
+            search: q.search.filter(|s| !s.is_empty()),
+            exec_type: q.exec_type,
+            enabled: q.state.map(|s| s == JobState::Running),
+            order: match q.sort {
+                JobSort::CreatedAt | JobSort::NextExecTime => JobOrder::CreatedAt,
+                JobSort::Name => JobOrder::Name,
+                JobSort::UpdatedAt => JobOrder::UpdatedAt,
+                JobSort::LastExecTime => JobOrder::LastExecTime,
+            },
+            descending: q.descending,
+            offset: if by_next { 0 } else { q.offset },
+            limit: if by_next { None } else { Some(limit) },
+        };
+        let (jobs, total) = self.store.list_jobs(&query).await.map_err(store_err)?;
+        let now = now_ms();
+        let mut items: Vec<JobView> = jobs.iter().map(|j| view_of(j, now)).collect();
+        if by_next {
+            // The next fire time is not stored, so this order is computed here; jobs
+            // that will not fire sort last either way.
+            items.sort_by(|a, b| match (a.next_exec_time, b.next_exec_time) {
+                (Some(x), Some(y)) if q.descending => y.cmp(&x),
+                (Some(x), Some(y)) => x.cmp(&y),
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (None, None) => std::cmp::Ordering::Equal,
+            });
+            items = items
+                .into_iter()
+                .skip(q.offset as usize)
+                .take(limit as usize)
+                .collect();
+        }
+        Ok(JobPage {
+            items,
+            total,
+            offset: q.offset,
+            limit,
+        })
+    }
+
+    async fn all_jobs(&self) -> ServiceResult<Vec<JobView>> {
+        let (jobs, _) = self
+            .store
+            .list_jobs(&JobListQuery::default())
+            .await
+            .map_err(store_err)?;
+        let now = now_ms();
+        Ok(jobs.iter().map(|j| view_of(j, now)).collect())
+    }
+
+    async fn get_script(&self, id: &str) -> ServiceResult<ScriptView> {
+        let script = self
+            .store
+            .get_script(id)
+            .await
+            .map_err(store_err)?
+            .ok_or_else(|| not_found(id))?;
+        Ok(ScriptView {
+            job_id: id.to_owned(),
+            script,
+        })
+    }
+
+    async fn set_script(&self, id: &str, script: String) -> ServiceResult<()> {
+        check_script(&script)?;
+        let _guard = self.lock_for(id).lock().await;
+        let old = self.load(id).await?;
+        let mut job = old.clone();
+        job.version += 1;
+        job.updated_at_ms = now_ms();
+        self.save(&job, Some(&script), old.version).await
+    }
+
+    async fn enable(&self, id: &str, enable: bool) -> ServiceResult<()> {
+        let _guard = self.lock_for(id).lock().await;
+        let old = self.load(id).await?;
+        if old.enabled == enable {
+            // Idempotent; make sure the schedule agrees with the store all the same.
+            return self.apply_schedule(&old).await;
+        }
+        let mut job = old.clone();
+        job.enabled = enable;
+        if enable {
+            validate(&job, None, true)?;
+        }
+        job.version += 1;
+        job.updated_at_ms = now_ms();
+        self.save(&job, None, old.version).await?;
+        tracing::info!(job = %id, enable, "job state changed");
+        Ok(())
+    }
+
+    async fn run_now(&self, id: &str) -> ServiceResult<String> {
+        let job = self.load(id).await?;
+        Ok(self.runner.run_manual(Arc::new(meta_of(&job))))
+    }
+
+    async fn list_runs(&self, job_id: &str, q: RunQuery) -> ServiceResult<RunPage> {
+        let limit = q.limit.clamp(1, 1000);
+        self.load(job_id).await?;
+        let runs = self
+            .store
+            .list_runs(
+                job_id,
+                &RunListQuery {
+                    outcome: q.outcome,
+                    before_ms: q.before.map(|d| d.timestamp_millis()),
+                    limit,
+                },
+            )
+            .await
+            .map_err(store_err)?;
+        let next_before = if runs.len() as u64 == limit {
+            runs.last().map(|r| ms_to_dt(r.scheduled_at_ms))
+        } else {
+            None
+        };
+        Ok(RunPage {
+            items: runs.iter().map(run_view).collect(),
+            next_before,
+        })
+    }
+
+    async fn get_run(&self, run_id: &str) -> ServiceResult<RunDetail> {
+        let r = self
+            .store
+            .get_run(run_id)
+            .await
+            .map_err(store_err)?
+            .ok_or_else(|| ServiceError::NotFound(format!("no run with id {run_id:?}")))?;
+        Ok(RunDetail {
+            run: run_view(&r),
+            log: r
+                .log
+                .iter()
+                .map(|l| dto::LogLine {
+                    seq: l.seq,
+                    level: l.level.clone(),
+                    text: l.text.clone(),
+                    at: ms_to_dt(l.at_ms),
+                })
+                .collect(),
+            log_truncated: r.log_truncated,
+        })
+    }
+
+    async fn cron_preview(
+        &self,
+        cron: &str,
+        timezone: Option<&str>,
+        count: usize,
+        after: Option<DateTime<Utc>>,
+    ) -> ServiceResult<Vec<DateTime<Utc>>> {
+        let tz = timezone.unwrap_or("UTC");
+        parse_timezone(tz).map_err(|e| ServiceError::invalid("timezone", e.0))?;
+        let s = Schedule::parse(cron, tz).map_err(|e| ServiceError::invalid("cron", e.0))?;
+        let after = after.map(|d| d.timestamp_millis()).unwrap_or_else(now_ms);
+        Ok(s.upcoming(after, count.clamp(1, 100)))
+    }
+
+    async fn debug(&self, source: DebugSource) -> ServiceResult<DebugSession> {
+        let (job_id, script) = match source {
+            DebugSource::Stored { job_id } => {
+                let s = self.get_script(&job_id).await?.script;
+                (Some(job_id), s)
+            }
+            DebugSource::Draft { job_id, script } => {
+                check_script(&script)?;
+                (job_id, script)
+            }
+        };
+        let meta = match &job_id {
+            Some(id) => meta_of(&self.load(id).await?),
+            None => JobMeta {
+                id: "debug".into(),
+                name: "debug".into(),
+                version: 0,
+                time_limit_ms: self.defaults.time_limit_ms,
+                memory_limit_mb: self.defaults.memory_limit_mb,
+            },
+        };
+        let started = Instant::now();
+        let mut handle = self.pool.submit(RunRequest {
+            script,
+            limits: self.runner.limits_for(&meta),
+            job: job_context(&meta, 0, 1),
+        });
+        let canceller = handle.canceller();
+        let (tx, rx) = mpsc::channel(256);
+        tokio::spawn(async move {
+            while let Some(ev) = handle.next_event().await {
+                let out = match ev {
+                    RunEvent::Started { .. } => continue,
+                    RunEvent::Console(l) => DebugEvent::Log {
+                        seq: l.seq,
+                        level: l.level.as_str().to_owned(),
+                        text: l.text,
+                        at: ms_to_dt(l.at_ms),
+                    },
+                    RunEvent::End(r) => DebugEvent::End {
+                        outcome: r.outcome.as_str().to_owned(),
+                        error: r.error.map(|e| ErrorView {
+                            message: e.message,
+                            stack: e.stack,
+                        }),
+                        duration_ms: match r.started_at {
+                            Some(s) => system_ms(r.ended_at) - system_ms(s),
+                            None => started.elapsed().as_millis() as i64,
+                        },
+                    },
+                };
+                let end = matches!(out, DebugEvent::End { .. });
+                if tx.send(out).await.is_err() || end {
+                    break;
+                }
+            }
+        });
+        Ok(DebugSession {
+            events: rx,
+            cancel: Box::new(move || canceller.cancel()),
+        })
+    }
+
+    async fn health(&self) -> Health {
+        let stats = self.pool.stats();
+        let mut problems = Vec::new();
+        if stats.workers_alive == 0 {
+            problems.push("no worker process is alive".to_owned());
+        }
+        if !self.scheduler.is_alive() {
+            problems.push("the scheduler has stopped".to_owned());
+        }
+        Health {
+            status: if problems.is_empty() { "ok" } else { "degraded" }.to_owned(),
+            mode: self.mode.to_owned(),
+            node: self.node.clone(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            workers_alive: stats.workers_alive,
+            workers_configured: stats.workers,
+            jobs_scheduled: self.scheduler.scheduled(),
+            problems,
+        }
+    }
+}
