@@ -71,7 +71,9 @@ fn lenient_i64<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
     match NumOrStr::deserialize(d).map_err(|_| de::Error::custom("must be a number"))? {
         NumOrStr::Int(n) => Ok(n),
         NumOrStr::Float(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(f as i64),
-        NumOrStr::Float(f) => Err(de::Error::custom(format!("must be a whole number, not {f}"))),
+        NumOrStr::Float(f) => Err(de::Error::custom(format!(
+            "must be a whole number, not {f}"
+        ))),
         NumOrStr::Str(s) => s
             .trim()
             .parse::<i64>()
@@ -364,16 +366,16 @@ mod tests {
 
     #[test]
     fn exec_at_in_seconds_becomes_milliseconds() {
-        let a: JobInput = serde_json::from_str(r#"{"execAt":"1672502400"}"#).unwrap();
-        let b: JobInput = serde_json::from_str(r#"{"execAt":1672502400000}"#).unwrap();
+        let a: JobInput = serde_json::from_str(r#"{"execAt":"1672502400"}"#).expect("valid input");
+        let b: JobInput = serde_json::from_str(r#"{"execAt":1672502400000}"#).expect("valid input");
         assert_eq!(a.exec_at, Some(1_672_502_400_000));
         assert_eq!(b.exec_at, Some(1_672_502_400_000));
     }
 
     #[test]
     fn exec_type_reads_numbers_and_numeric_strings() {
-        let a: JobInput = serde_json::from_str(r#"{"execType":"1"}"#).unwrap();
-        let b: JobInput = serde_json::from_str(r#"{"execType":0}"#).unwrap();
+        let a: JobInput = serde_json::from_str(r#"{"execType":"1"}"#).expect("valid input");
+        let b: JobInput = serde_json::from_str(r#"{"execType":0}"#).expect("valid input");
         assert_eq!(a.exec_type, Some(ExecType::Delay));
         assert_eq!(b.exec_type, Some(ExecType::Timing));
         assert!(serde_json::from_str::<JobInput>(r#"{"execType":"2"}"#).is_err());
@@ -384,7 +386,7 @@ mod tests {
     fn wrong_types_are_refused_and_nulls_are_absent() {
         assert!(serde_json::from_str::<JobInput>(r#"{"name":5}"#).is_err());
         assert!(serde_json::from_str::<JobInput>(r#"{"execAt":"soon"}"#).is_err());
-        let j: JobInput = serde_json::from_str(r#"{"execAt":null,"x":1}"#).unwrap();
+        let j: JobInput = serde_json::from_str(r#"{"execAt":null,"x":1}"#).expect("valid input");
         assert_eq!(j.exec_at, None);
     }
 }

@@ -1,0 +1,90 @@
+//! The OpenAPI 3 document served at `/api/openapi.json`, generated from the handlers'
+//! `#[utoipa::path]` attributes and the DTOs' schemas.
+//!
+//! Only the document lives here; it must not describe a route that `api::routes` does
+//! not serve (a test holds it to [`crate::api::ROUTES`]).
+
+use std::sync::OnceLock;
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::api;
+use crate::debug;
+use crate::dto::*;
+use crate::error::ErrorBody;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Traitor",
+        description = "Cron and delay jobs whose bodies are JavaScript. Success bodies are \
+                       `{\"data\": …}`; errors are `{\"error\", \"code\", \"field\"?}`. With an \
+                       auth token configured, every `/api` call needs `Authorization: Bearer \
+                       <token>`; without one, only loopback clients are served."
+    ),
+    paths(
+        api::create_job,
+        api::update_job,
+        api::delete_job,
+        api::get_job,
+        api::job_list,
+        api::list_jobs,
+        api::get_script,
+        api::set_script,
+        api::enable,
+        api::run,
+        api::trigger,
+        api::list_runs,
+        api::get_run,
+        api::cron_preview,
+        api::health,
+        api::openapi_json,
+        debug::debug,
+    ),
+    components(schemas(
+        ErrorBody,
+        JobInput,
+        JobView,
+        JobPage,
+        ScriptView,
+        RunView,
+        RunDetail,
+        RunPage,
+        DebugEvent,
+        Health,
+        api::Created,
+        api::ScriptInput,
+    )),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+    tags(
+        (name = "jobs", description = "Create, change, start and stop jobs"),
+        (name = "scripts", description = "Job scripts and the debug socket"),
+        (name = "runs", description = "Run history"),
+        (name = "service", description = "Health and this document"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The document, built once.
+pub fn document() -> &'static utoipa::openapi::OpenApi {
+    static DOC: OnceLock<utoipa::openapi::OpenApi> = OnceLock::new();
+    DOC.get_or_init(|| {
+        let mut doc = ApiDoc::openapi();
+        doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+        doc
+    })
+}
