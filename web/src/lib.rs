@@ -141,3 +141,5 @@ pub async fn serve(
     serve_on(listener, config, backend, shutdown).await
 }
 
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,334 @@
+//! An in-memory [`Backend`] for the HTTP tests: enough behaviour to see each route's
+//! mapping (ids, not-found, conflict, faults), and a record of what the routes passed in.
+//! It implements no scheduling rule and must not grow into a second backend.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeZone, Utc};
+use tokio::sync::{Notify, mpsc};
+
+use crate::backend::{Backend, DebugSession, ServiceError, ServiceResult};
+use crate::dto::*;
+
+/// What `cron_preview` was given: cron, time zone, count, after.
+pub type Preview = (String, Option<String>, usize, Option<DateTime<Utc>>);
+
+/// What the last call of a kind was given.
+#[derive(Default)]
+pub struct Calls {
+    pub create: Option<(Option<ExecType>, JobInput, bool)>,
+    pub jobs: Option<JobQuery>,
+    pub runs: Option<(String, RunQuery)>,
+    pub enable: Option<(String, bool)>,
+    pub update: Option<(String, JobInput)>,
+    pub preview: Option<Preview>,
+}
+
+#[derive(Default)]
+pub struct Fake {
+    jobs: Mutex<BTreeMap<String, (JobView, String)>>,
+    next_id: AtomicU64,
+    pub calls: Mutex<Calls>,
+    pub degraded: AtomicBool,
+    /// Set when a debug run's `cancel` was called.
+    pub cancelled: Arc<AtomicBool>,
+}
+
+fn t0() -> DateTime<Utc> {
+    Utc.timestamp_opt(1_700_000_000, 0)
+        .single()
+        .expect("a valid instant")
+}
+
+impl Fake {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Fake::default())
+    }
+
+    fn lock_jobs(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, (JobView, String)>> {
+        self.jobs.lock().expect("fake jobs lock")
+    }
+
+    pub fn calls(&self) -> std::sync::MutexGuard<'_, Calls> {
+        self.calls.lock().expect("fake calls lock")
+    }
+
+    fn view(id: &str, exec_type: ExecType, input: &JobInput) -> JobView {
+        JobView {
+            job_id: id.to_owned(),
+            name: input.name.clone().unwrap_or_default(),
+            description: input.description.clone().unwrap_or_default(),
+            exec_type,
+            cron: input.cron.clone().unwrap_or_default(),
+            exec_at: input.exec_at,
+            timezone: "UTC".into(),
+            state: JobState::Stopped,
+            last_exec_time: None,
+            last_outcome: None,
+            next_exec_time: None,
+            created_at: t0(),
+            updated_at: t0(),
+            time_limit_ms: 30_000,
+            memory_limit_mb: 64,
+            overlap: "skip".into(),
+            misfire: "run_once".into(),
+            version: 1,
+        }
+    }
+
+    fn missing(id: &str) -> ServiceError {
+        ServiceError::NotFound(format!("no job with id {id:?}"))
+    }
+
+    fn run_view(id: &str) -> RunView {
+        RunView {
+            run_id: id.to_owned(),
+            job_id: "j".into(),
+            trigger: Trigger::Manual,
+            scheduled_at: t0(),
+            started_at: Some(t0()),
+            ended_at: Some(t0()),
+            outcome: "succeeded".into(),
+            lateness_ms: Some(1),
+            duration_ms: Some(2),
+            node: "n1".into(),
+            error: None,
+            cpu_time_us: None,
+            peak_memory_bytes: None,
+        }
+    }
+}
+
+#[async_trait]
+impl Backend for Fake {
+    async fn create_job(
+        &self,
+        exec_type: Option<ExecType>,
+        input: JobInput,
+        start: bool,
+    ) -> ServiceResult<String> {
+        self.calls().create = Some((exec_type, input.clone(), start));
+        let exec_type = exec_type
+            .or(input.exec_type)
+            .ok_or_else(|| ServiceError::invalid("execType", "is required"))?;
+        if input.name.as_deref().unwrap_or_default().is_empty() {
+            return Err(ServiceError::invalid("name", "is required"));
+        }
+        if input.name.as_deref() == Some("explode") {
+            return Err(ServiceError::Internal(anyhow::anyhow!(
+                "store write failed: /secret/path"
+            )));
+        }
+        let id = match &input.job_id {
+            Some(id) => id.clone(),
+            None => format!("job-{}", self.next_id.fetch_add(1, Ordering::SeqCst)),
+        };
+        let mut jobs = self.lock_jobs();
+        if jobs.contains_key(&id) {
+            return Err(ServiceError::Conflict(format!("job {id:?} already exists")));
+        }
+        let mut view = Fake::view(&id, exec_type, &input);
+        if start {
+            view.state = JobState::Running;
+        }
+        jobs.insert(id.clone(), (view, input.script.unwrap_or_default()));
+        Ok(id)
+    }
+
+    async fn update_job(&self, id: &str, patch: JobInput) -> ServiceResult<()> {
+        self.calls().update = Some((id.to_owned(), patch.clone()));
+        let mut jobs = self.lock_jobs();
+        let (view, _) = jobs.get_mut(id).ok_or_else(|| Fake::missing(id))?;
+        if let Some(name) = patch.name {
+            view.name = name;
+        }
+        Ok(())
+    }
+
+    async fn delete_job(&self, id: &str) -> ServiceResult<()> {
+        self.lock_jobs()
+            .remove(id)
+            .map(drop)
+            .ok_or_else(|| Fake::missing(id))
+    }
+
+    async fn get_job(&self, id: &str) -> ServiceResult<JobView> {
+        self.lock_jobs()
+            .get(id)
+            .map(|(v, _)| v.clone())
+            .ok_or_else(|| Fake::missing(id))
+    }
+
+    async fn list_jobs(&self, query: JobQuery) -> ServiceResult<JobPage> {
+        self.calls().jobs = Some(query.clone());
+        let items: Vec<JobView> = self.lock_jobs().values().map(|(v, _)| v.clone()).collect();
+        Ok(JobPage {
+            total: items.len() as u64,
+            items,
+            offset: query.offset,
+            limit: query.limit,
+        })
+    }
+
+    async fn all_jobs(&self) -> ServiceResult<Vec<JobView>> {
+        Ok(self.lock_jobs().values().map(|(v, _)| v.clone()).collect())
+    }
+
+    async fn get_script(&self, id: &str) -> ServiceResult<ScriptView> {
+        self.lock_jobs()
+            .get(id)
+            .map(|(_, s)| ScriptView {
+                job_id: id.to_owned(),
+                script: s.clone(),
+            })
+            .ok_or_else(|| Fake::missing(id))
+    }
+
+    async fn set_script(&self, id: &str, script: String) -> ServiceResult<()> {
+        let mut jobs = self.lock_jobs();
+        let (_, s) = jobs.get_mut(id).ok_or_else(|| Fake::missing(id))?;
+        *s = script;
+        Ok(())
+    }
+
+    async fn enable(&self, id: &str, enable: bool) -> ServiceResult<()> {
+        self.calls().enable = Some((id.to_owned(), enable));
+        let mut jobs = self.lock_jobs();
+        let (view, _) = jobs.get_mut(id).ok_or_else(|| Fake::missing(id))?;
+        view.state = if enable {
+            JobState::Running
+        } else {
+            JobState::Stopped
+        };
+        Ok(())
+    }
+
+    async fn run_now(&self, id: &str) -> ServiceResult<String> {
+        self.get_job(id).await?;
+        Ok(format!("run-of-{id}"))
+    }
+
+    async fn list_runs(&self, job_id: &str, query: RunQuery) -> ServiceResult<RunPage> {
+        self.calls().runs = Some((job_id.to_owned(), query));
+        self.get_job(job_id).await?;
+        Ok(RunPage {
+            items: vec![Fake::run_view("r1")],
+            next_before: None,
+        })
+    }
+
+    async fn get_run(&self, run_id: &str) -> ServiceResult<RunDetail> {
+        if run_id != "r1" {
+            return Err(ServiceError::NotFound(format!("no run {run_id:?}")));
+        }
+        Ok(RunDetail {
+            run: Fake::run_view(run_id),
+            log: vec![LogLine {
+                seq: 0,
+                level: "log".into(),
+                text: "hi".into(),
+                at: t0(),
+            }],
+            log_truncated: false,
+        })
+    }
+
+    async fn cron_preview(
+        &self,
+        cron: &str,
+        timezone: Option<&str>,
+        count: usize,
+        after: Option<DateTime<Utc>>,
+    ) -> ServiceResult<Vec<DateTime<Utc>>> {
+        self.calls().preview = Some((cron.to_owned(), timezone.map(str::to_owned), count, after));
+        if cron == "nonsense" {
+            return Err(ServiceError::invalid("cron", "not a cron expression"));
+        }
+        Ok((0..count as i64)
+            .map(|i| t0() + chrono::Duration::minutes(i))
+            .collect())
+    }
+
+    async fn debug(&self, source: DebugSource) -> ServiceResult<DebugSession> {
+        let (tx, rx) = mpsc::channel(16);
+        let log = |seq: u32, text: &str| DebugEvent::Log {
+            seq,
+            level: "log".into(),
+            text: text.to_owned(),
+            at: t0(),
+        };
+        let stop = Arc::new(Notify::new());
+        let cancelled = self.cancelled.clone();
+        let cancel_stop = stop.clone();
+        let cancel: Box<dyn FnOnce() + Send> = Box::new(move || {
+            cancelled.store(true, Ordering::SeqCst);
+            cancel_stop.notify_one();
+        });
+        let events = match source {
+            DebugSource::Stored { job_id } if job_id == "hang" => {
+                tokio::spawn(async move {
+                    let _ = tx.send(log(0, "started")).await;
+                    // Runs until cancelled, holding the channel open.
+                    stop.notified().await;
+                    drop(tx);
+                });
+                return Ok(DebugSession { events: rx, cancel });
+            }
+            DebugSource::Stored { job_id } => {
+                if !self.lock_jobs().contains_key(&job_id) {
+                    return Err(Fake::missing(&job_id));
+                }
+                vec![
+                    log(0, "hello"),
+                    log(1, "world"),
+                    DebugEvent::End {
+                        outcome: "failed".into(),
+                        error: Some(ErrorView {
+                            message: "Error: boom".into(),
+                            stack: Some("    at job.js:3".into()),
+                        }),
+                        duration_ms: 5,
+                    },
+                ]
+            }
+            DebugSource::Draft { script, .. } => vec![
+                log(0, &script),
+                DebugEvent::End {
+                    outcome: "succeeded".into(),
+                    error: None,
+                    duration_ms: 1,
+                },
+            ],
+        };
+        tokio::spawn(async move {
+            for event in events {
+                if tx.send(event).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(DebugSession { events: rx, cancel })
+    }
+
+    async fn health(&self) -> Health {
+        let degraded = self.degraded.load(Ordering::SeqCst);
+        Health {
+            status: if degraded { "degraded" } else { "ok" }.into(),
+            mode: "std".into(),
+            node: "n1".into(),
+            version: "0.1.0".into(),
+            workers_alive: if degraded { 0 } else { 2 },
+            workers_configured: 2,
+            jobs_scheduled: 0,
+            problems: if degraded {
+                vec!["no live workers".into()]
+            } else {
+                vec![]
+            },
+        }
+    }
+}
