@@ -104,10 +104,11 @@ async fn create(
     input: JobInput,
     start: bool,
 ) -> ApiResult<Json<Created>> {
-    let exec_type = exec_type_param(params)?;
-    if exec_type.is_none() && input.exec_type.is_none() {
-        return Err(ApiError::MissingParameter("type".into()));
-    }
+    let exec_type = match (exec_type_param(params)?, input.exec_type) {
+        (Some(t), _) => Some(t),
+        (None, Some(_)) => None, // The backend reads it from the body.
+        (None, None) => Some(infer_exec_type(&input)?),
+    };
     let id = state.backend.create_job(exec_type, input, start).await?;
     Ok(Json(Created {
         data: id.clone(),
@@ -115,9 +116,20 @@ async fn create(
     }))
 }
 
+/// The seed's `/api/run` example gives a timing job with neither `?type=` nor
+/// `execType` (its Go code read the zero value as timing). Infer the type only when the
+/// body is unambiguous: a `cron` alone is timing, an `execAt` alone is delay.
+fn infer_exec_type(input: &JobInput) -> ApiResult<ExecType> {
+    match (input.cron.is_some(), input.exec_at.is_some()) {
+        (true, false) => Ok(ExecType::Timing),
+        (false, true) => Ok(ExecType::Delay),
+        _ => Err(ApiError::MissingParameter("type".into())),
+    }
+}
+
 /// Create a job, stopped.
 #[utoipa::path(post, path = "/api/job", tag = "jobs",
-    params(("type" = Option<String>, Query, description = "`timing` or `delay` (case-insensitive); optional when the body has `execType`")),
+    params(("type" = Option<String>, Query, description = "`timing` or `delay` (case-insensitive); optional when the body has `execType`, or has only one of `cron` (timing) and `execAt` (delay)")),
     request_body = JobInput,
     responses(
         (status = 200, description = "The new job's id", body = Created),
@@ -134,7 +146,7 @@ pub async fn create_job(
 
 /// Create a job and start it in one call.
 #[utoipa::path(post, path = "/api/run", tag = "jobs",
-    params(("type" = Option<String>, Query, description = "`timing` or `delay`; optional when the body has `execType`")),
+    params(("type" = Option<String>, Query, description = "`timing` or `delay` (case-insensitive); optional when the body has `execType`, or has only one of `cron` (timing) and `execAt` (delay)")),
     request_body = JobInput,
     responses(
         (status = 200, description = "The new job's id", body = Created),

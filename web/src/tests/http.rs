@@ -189,6 +189,14 @@ async fn create_refuses_bad_or_missing_type_and_duplicates() {
         "missing_parameter",
         Some("type"),
     );
+    let both = json!({"name": "a", "cron": "@daily", "execAt": 1_900_000_000});
+    let r = app.json(Method::POST, "/api/job", both).await;
+    assert_error(
+        &r,
+        StatusCode::BAD_REQUEST,
+        "missing_parameter",
+        Some("type"),
+    );
     // A backend validation error keeps its field.
     let r = app
         .json(Method::POST, "/api/job?type=delay", json!({}))
@@ -416,6 +424,22 @@ async fn run_creates_and_starts() {
         .json(Method::POST, "/api/run?type=DELAY", json!({"name": "d"}))
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    // The seed README's timing example: no type anywhere, only a cron.
+    let seed = json!({"name": "Every Monday 8:00am", "cron": "0 0 8 ? * MON", "script": "//"});
+    let r = app.json(Method::POST, "/api/run", seed).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let (ty, _, _) = app.fake.calls().create.clone().expect("create called");
+    assert_eq!(ty, Some(ExecType::Timing));
+    let r = app
+        .json(
+            Method::POST,
+            "/api/run",
+            json!({"name": "d", "execAt": "1900000000"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let (ty, _, _) = app.fake.calls().create.clone().expect("create called");
+    assert_eq!(ty, Some(ExecType::Delay));
 }
 
 #[tokio::test]
