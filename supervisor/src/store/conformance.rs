@@ -1,1 +1,1301 @@
-//! The conformance suite every store must pass (being written).
+//! The conformance suite every [`Store`] backend must pass.
+//!
+//! Each `check_*` function tests one behaviour of the trait against a fresh, empty
+//! store and panics (with a message) on a violation. A backend instantiates the whole
+//! suite with [`store_conformance_tests!`](crate::store_conformance_tests), giving an
+//! expression that evaluates to a future of a [`StoreFixture`]:
+//!
+//! ```ignore
+//! mod conformance {
+//!     crate::store_conformance_tests!(super::fresh_store());
+//! }
+//! ```
+//!
+//! The checks use only the trait, ASCII names where ordering matters (so collations
+//! agree across backends), and explicit timestamps (never the clock). This module
+//! must not know any backend.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use futures_util::future::join_all;
+
+use super::{JobListQuery, JobOrder, RunListQuery, Store, StoreError};
+use crate::job::{
+    ExecType, Job, LastRun, LogLine, MisfirePolicy, OverlapPolicy, RunRecord, Trigger, outcome,
+};
+
+/// A fresh, empty store for one check, and whatever must live as long as it (a temp
+/// directory, a database schema to drop).
+pub trait StoreFixture: Send + 'static {
+    fn store(&self) -> Arc<dyn Store>;
+}
+
+/// Expands to one `#[tokio::test]` per check of this module, each with a store made by
+/// `$make` (an expression evaluating to a future whose output is a [`StoreFixture`]).
+/// The store is closed after each check.
+#[macro_export]
+macro_rules! store_conformance_tests {
+    ($make:expr) => {
+        $crate::store_conformance_tests!(@each $make;
+            check_round_trip_every_field,
+            check_duplicate_changes_nothing,
+            check_update,
+            check_update_stale_or_unknown,
+            check_delete,
+            check_get_script,
+            check_list_filters,
+            check_list_orders,
+            check_list_paging_stability,
+            check_list_search_is_literal,
+            check_enabled_jobs,
+            check_count_jobs,
+            check_record_runs_upsert,
+            check_run_log_round_trip,
+            check_last_run_folding,
+            check_list_runs,
+            check_get_run,
+            check_recent_runs,
+            check_prune_by_count,
+            check_prune_by_age,
+            check_records_of_deleted_job_dropped,
+            check_concurrent_creates,
+            check_writes_after_close,
+        );
+    };
+    (@each $make:expr; $($check:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $check() {
+                let fixture = $make.await;
+                let store = $crate::store::conformance::StoreFixture::store(&fixture);
+                $crate::store::conformance::$check(&store).await;
+                store.close().await;
+                drop(fixture);
+            }
+        )*
+    };
+}
+
+const T0: i64 = 1_700_000_000_000;
+
+/// A stopped timing job with every field set to something ordinary.
+pub fn sample_job(id: &str) -> Job {
+    Job {
+        id: id.to_owned(),
+        name: format!("name-{id}"),
+        description: format!("description of {id}"),
+        exec_type: ExecType::Timing,
+        cron: "0 */5 * * * *".to_owned(),
+        exec_at_ms: None,
+        timezone: "UTC".to_owned(),
+        enabled: false,
+        time_limit_ms: 30_000,
+        memory_limit_mb: 64,
+        overlap: OverlapPolicy::Skip,
+        misfire: MisfirePolicy::RunOnce,
+        misfire_window_s: 60,
+        version: 1,
+        created_at_ms: T0,
+        updated_at_ms: T0,
+        last: LastRun::default(),
+    }
+}
+
+/// A finished run of `job_id`.
+pub fn sample_run(run_id: &str, job_id: &str, scheduled_at_ms: i64) -> RunRecord {
+    RunRecord {
+        run_id: run_id.to_owned(),
+        job_id: job_id.to_owned(),
+        trigger: Trigger::Schedule,
+        scheduled_at_ms,
+        started_at_ms: Some(scheduled_at_ms + 3),
+        ended_at_ms: Some(scheduled_at_ms + 50),
+        outcome: "succeeded".to_owned(),
+        node: "node-a".to_owned(),
+        error_message: None,
+        error_stack: None,
+        cpu_time_us: Some(1_234),
+        peak_memory_bytes: Some(5_678),
+        log: Vec::new(),
+        log_truncated: false,
+    }
+}
+
+fn all() -> JobListQuery {
+    JobListQuery::default()
+}
+
+fn runs_query(limit: u64) -> RunListQuery {
+    RunListQuery {
+        outcome: None,
+        before_ms: None,
+        limit,
+    }
+}
+
+async fn create(store: &dyn Store, job: &Job, script: &str) {
+    store
+        .create_job(job, script)
+        .await
+        .unwrap_or_else(|e| panic!("create job {}: {e}", job.id));
+}
+
+async fn get(store: &dyn Store, id: &str) -> Job {
+    store
+        .get_job(id)
+        .await
+        .unwrap_or_else(|e| panic!("get job {id}: {e}"))
+        .unwrap_or_else(|| panic!("job {id} is missing"))
+}
+
+async fn record(store: &dyn Store, runs: &[RunRecord]) {
+    store.record_runs(runs).await.expect("record runs");
+}
+
+fn ids(jobs: &[Job]) -> Vec<String> {
+    jobs.iter().map(|j| j.id.clone()).collect()
+}
+
+fn run_ids(runs: &[RunRecord]) -> Vec<String> {
+    runs.iter().map(|r| r.run_id.clone()).collect()
+}
+
+/// The run as `list_runs` returns it: without its log.
+fn without_log(r: &RunRecord) -> RunRecord {
+    RunRecord {
+        log: Vec::new(),
+        ..r.clone()
+    }
+}
+
+pub async fn check_round_trip_every_field(store: &Arc<dyn Store>) {
+    let store = &**store;
+    let timing = Job {
+        name: "Ünïcødé ジョブ 🚀".to_owned(),
+        description: "line one\nline two — \"quoted\" 'single' \\ backslash".to_owned(),
+        timezone: "Asia/Shanghai".to_owned(),
+        enabled: true,
+        time_limit_ms: 1 << 40,
+        memory_limit_mb: 4096,
+        misfire_window_s: u32::MAX,
+        version: 7,
+        created_at_ms: T0 - 5,
+        updated_at_ms: T0 + 5,
+        last: LastRun {
+            scheduled_at_ms: Some(T0 - 1_000),
+            started_at_ms: Some(T0 - 990),
+            outcome: Some("failed".to_owned()),
+        },
+        ..sample_job("timing-1")
+    };
+    let script = "console.log('héllo 世界 🚀');\n".to_owned();
+    create(store, &timing, &script).await;
+
+    let delay = Job {
+        exec_type: ExecType::Delay,
+        cron: String::new(),
+        exec_at_ms: Some(T0 + 60_000),
+        description: String::new(),
+        ..sample_job("delay-1")
+    };
+    let big: String = "x".repeat(256 * 1024 - 20) + "// ünïcode end";
+    create(store, &delay, &big).await;
+
+    let unicode_id = sample_job("ид-ジョブ-🚀");
+    create(store, &unicode_id, "").await;
+
+    assert_eq!(get(store, "timing-1").await, timing);
+    assert_eq!(get(store, "delay-1").await, delay);
+    assert_eq!(get(store, "ид-ジョブ-🚀").await, unicode_id);
+    assert_eq!(
+        store.get_script("timing-1").await.expect("get script"),
+        Some(script)
+    );
+    assert_eq!(
+        store.get_script("delay-1").await.expect("get script"),
+        Some(big)
+    );
+    assert_eq!(
+        store.get_script("ид-ジョブ-🚀").await.expect("get script"),
+        Some(String::new())
+    );
+    assert_eq!(store.get_job("nope").await.expect("get job"), None);
+}
+
+pub async fn check_duplicate_changes_nothing(store: &Arc<dyn Store>) {
+    let store = &**store;
+    let original = sample_job("dup");
+    create(store, &original, "original()").await;
+    let other = Job {
+        name: "other".to_owned(),
+        enabled: true,
+        version: 9,
+        ..sample_job("dup")
+    };
+    match store.create_job(&other, "other()").await {
+        Err(StoreError::Duplicate(id)) => assert_eq!(id, "dup"),
+        r => panic!("a duplicate create must be Duplicate, got {r:?}"),
+    }
+    assert_eq!(get(store, "dup").await, original);
+    assert_eq!(
+        store
+            .get_script("dup")
+            .await
+            .expect("get script")
+            .as_deref(),
+        Some("original()")
+    );
+    assert_eq!(store.count_jobs().await.expect("count"), (1, 0));
+}
+
+pub async fn check_update(store: &Arc<dyn Store>) {
+    let store = &**store;
+    let original = sample_job("u");
+    create(store, &original, "v1()").await;
+    record(store, &[sample_run("u-run", "u", T0 + 100)]).await;
+    let before = get(store, "u").await;
+
+    let changed = Job {
+        name: "renamed".to_owned(),
+        description: "new description".to_owned(),
+        exec_type: ExecType::Delay,
+        cron: String::new(),
+        exec_at_ms: Some(T0 + 99_000),
+        timezone: "Europe/Paris".to_owned(),
+        enabled: true,
+        time_limit_ms: 1_000,
+        memory_limit_mb: 16,
+        misfire_window_s: 5,
+        version: 2,
+        updated_at_ms: T0 + 1_000,
+        // Neither of these may be taken from an update.
+        created_at_ms: T0 + 777,
+        last: LastRun {
+            scheduled_at_ms: Some(1),
+            started_at_ms: Some(2),
+            outcome: Some("bogus".to_owned()),
+        },
+        ..original.clone()
+    };
+    store
+        .update_job(&changed, Some("v2()"), 1)
+        .await
+        .expect("update with the right version");
+    let expected = Job {
+        created_at_ms: before.created_at_ms,
+        last: before.last.clone(),
+        ..changed.clone()
+    };
+    assert_eq!(get(store, "u").await, expected);
+    assert_eq!(
+        store.get_script("u").await.expect("script").as_deref(),
+        Some("v2()")
+    );
+
+    // Without a script, the script stays.
+    let again = Job {
+        name: "renamed again".to_owned(),
+        version: 3,
+        ..changed.clone()
+    };
+    store
+        .update_job(&again, None, 2)
+        .await
+        .expect("update without script");
+    assert_eq!(get(store, "u").await.name, "renamed again");
+    assert_eq!(get(store, "u").await.version, 3);
+    assert_eq!(
+        store.get_script("u").await.expect("script").as_deref(),
+        Some("v2()")
+    );
+    // History is untouched by updates.
+    assert_eq!(
+        store
+            .list_runs("u", &runs_query(10))
+            .await
+            .expect("runs")
+            .len(),
+        1
+    );
+}
+
+pub async fn check_update_stale_or_unknown(store: &Arc<dyn Store>) {
+    let store = &**store;
+    let original = Job {
+        version: 5,
+        ..sample_job("s")
+    };
+    create(store, &original, "keep()").await;
+    let stale = Job {
+        name: "stale".to_owned(),
+        version: 5,
+        ..original.clone()
+    };
+    match store.update_job(&stale, Some("lost()"), 4).await {
+        Err(StoreError::VersionConflict { id, expected }) => {
+            assert_eq!(id, "s");
+            assert_eq!(expected, 4);
+        }
+        r => panic!("a stale update must be VersionConflict, got {r:?}"),
+    }
+    assert_eq!(get(store, "s").await, original);
+    assert_eq!(
+        store.get_script("s").await.expect("script").as_deref(),
+        Some("keep()")
+    );
+
+    let ghost = sample_job("ghost");
+    match store.update_job(&ghost, Some("x"), 1).await {
+        Err(StoreError::NotFound(id)) => assert_eq!(id, "ghost"),
+        r => panic!("updating an unknown job must be NotFound, got {r:?}"),
+    }
+    assert_eq!(store.get_job("ghost").await.expect("get"), None);
+    assert_eq!(store.get_script("ghost").await.expect("script"), None);
+}
+
+pub async fn check_delete(store: &Arc<dyn Store>) {
+    let store = &**store;
+    create(store, &sample_job("d"), "d()").await;
+    create(store, &sample_job("keep"), "k()").await;
+    record(
+        store,
+        &[
+            sample_run("d-1", "d", T0 + 1),
+            sample_run("d-2", "d", T0 + 2),
+            sample_run("k-1", "keep", T0 + 1),
+        ],
+    )
+    .await;
+    assert!(store.delete_job("d").await.expect("delete"));
+    assert_eq!(store.get_job("d").await.expect("get"), None);
+    assert_eq!(store.get_script("d").await.expect("script"), None);
+    assert!(
+        store
+            .list_runs("d", &runs_query(10))
+            .await
+            .expect("runs")
+            .is_empty()
+    );
+    assert_eq!(store.get_run("d-1").await.expect("get run"), None);
+    assert_eq!(store.recent_runs(0, 10).await.expect("recent").len(), 1);
+    assert!(!store.delete_job("d").await.expect("delete again"));
+    assert!(!store.delete_job("never").await.expect("delete unknown"));
+
+    // The other job is untouched, and the id can be used again with a clean history.
+    assert_eq!(get(store, "keep").await.id, "keep");
+    assert!(store.get_run("k-1").await.expect("get run").is_some());
+    create(store, &sample_job("d"), "new()").await;
+    assert!(
+        store
+            .list_runs("d", &runs_query(10))
+            .await
+            .expect("runs")
+            .is_empty()
+    );
+    assert_eq!(get(store, "d").await.last, LastRun::default());
+    assert_eq!(
+        store.get_script("d").await.expect("script").as_deref(),
+        Some("new()")
+    );
+}
+
+pub async fn check_get_script(store: &Arc<dyn Store>) {
+    let store = &**store;
+    create(store, &sample_job("a"), "a()").await;
+    create(store, &sample_job("b"), "b()").await;
+    assert_eq!(
+        store.get_script("a").await.expect("a").as_deref(),
+        Some("a()")
+    );
+    assert_eq!(
+        store.get_script("b").await.expect("b").as_deref(),
+        Some("b()")
+    );
+    assert_eq!(store.get_script("c").await.expect("c"), None);
+}
+
+/// Jobs for the list checks: a mix of types, states, names and timestamps.
+async fn seed_list(store: &dyn Store) -> Vec<Job> {
+    let mut jobs = Vec::new();
+    for i in 0..30i64 {
+        let delay = i % 3 == 0;
+        let job = Job {
+            name: format!("job-{:02}", (i * 7) % 30),
+            description: if i % 5 == 0 {
+                "nightly report".to_owned()
+            } else {
+                format!("plain {i}")
+            },
+            exec_type: if delay {
+                ExecType::Delay
+            } else {
+                ExecType::Timing
+            },
+            cron: if delay {
+                String::new()
+            } else {
+                "0 * * * *".to_owned()
+            },
+            exec_at_ms: delay.then_some(T0 + 1_000_000),
+            enabled: i % 2 == 0,
+            // Ties on purpose: the id must break them.
+            created_at_ms: T0 + (i % 4),
+            updated_at_ms: T0 + ((i * 13) % 9),
+            ..sample_job(&format!("list-{i:02}"))
+        };
+        create(store, &job, "x()").await;
+        jobs.push(job);
+    }
+    // Some jobs have run; others never did.
+    let mut runs = Vec::new();
+    for i in (0..30i64).filter(|i| i % 4 != 1) {
+        let mut r = sample_run(&format!("lr-{i:02}"), &format!("list-{i:02}"), T0 + 10_000);
+        r.started_at_ms = Some(T0 + 10_000 + (i * 11) % 7);
+        runs.push(r);
+    }
+    record(store, &runs).await;
+    let mut stored = Vec::new();
+    for j in &jobs {
+        stored.push(get(store, &j.id).await);
+    }
+    stored
+}
+
+pub async fn check_list_filters(store: &Arc<dyn Store>) {
+    let store = &**store;
+    let jobs = seed_list(store).await;
+    let check = |q: JobListQuery, pred: &dyn Fn(&Job) -> bool| {
+        let expected: HashSet<String> = jobs
+            .iter()
+            .filter(|j| pred(j))
+            .map(|j| j.id.clone())
+            .collect();
+        async move {
+            let (page, total) = store.list_jobs(&q).await.expect("list jobs");
+            let got: HashSet<String> = ids(&page).into_iter().collect();
+            assert_eq!(got, expected, "filter {q:?}");
+            assert_eq!(total as usize, expected.len(), "total of {q:?}");
+        }
+    };
+    check(all(), &|_| true).await;
+    check(
+        JobListQuery {
+            exec_type: Some(ExecType::Delay),
+            ..all()
+        },
+        &|j| j.exec_type == ExecType::Delay,
+    )
+    .await;
+    check(
+        JobListQuery {
+            exec_type: Some(ExecType::Timing),
+            ..all()
+        },
+        &|j| j.exec_type == ExecType::Timing,
+    )
+    .await;
+    check(
+        JobListQuery {
+            enabled: Some(true),
+            ..all()
+        },
+        &|j| j.enabled,
+    )
+    .await;
+    check(
+        JobListQuery {
+            enabled: Some(false),
+            ..all()
+        },
+        &|j| !j.enabled,
+    )
+    .await;
+    // Search over the description, case-insensitively.
+    check(
+        JobListQuery {
+            search: Some("NIGHTLY".to_owned()),
+            ..all()
+        },
+        &|j| j.description.contains("nightly"),
+    )
+    .await;
+    // Search over the name and the id.
+    check(
+        JobListQuery {
+            search: Some("JOB-07".to_owned()),
+            ..all()
+        },
+        &|j| j.name == "job-07",
+    )
+    .await;
+    check(
+        JobListQuery {
+            search: Some("list-1".to_owned()),
+            ..all()
+        },
+        &|j| j.id.starts_with("list-1"),
+    )
+    .await;
+    check(
+        JobListQuery {
+            search: Some("no such thing".to_owned()),
+            ..all()
+        },
+        &|_| false,
+    )
+    .await;
+    // Filters combine.
+    check(
+        JobListQuery {
+            search: Some("report".to_owned()),
+            exec_type: Some(ExecType::Delay),
+            enabled: Some(true),
+            ..all()
+        },
+        &|j| j.description.contains("report") && j.exec_type == ExecType::Delay && j.enabled,
+    )
+    .await;
+
+    // The total counts all matches, not the page.
+    let (page, total) = store
+        .list_jobs(&JobListQuery {
+            enabled: Some(true),
+            limit: Some(4),
+            offset: 2,
+            ..all()
+        })
+        .await
+        .expect("list page");
+    assert_eq!(page.len(), 4);
+    assert_eq!(total, 15);
+    let (page, total) = store
+        .list_jobs(&JobListQuery {
+            offset: 1_000,
+            ..all()
+        })
+        .await
+        .expect("list past the end");
+    assert!(page.is_empty());
+    assert_eq!(total, 30);
+    let (page, _) = store
+        .list_jobs(&JobListQuery {
+            limit: Some(0),
+            ..all()
+        })
+        .await
+        .expect("list none");
+    assert!(page.is_empty());
+}
+
+/// The order a store must produce, computed here.
+fn expected_order(jobs: &[Job], order: JobOrder, descending: bool) -> Vec<String> {
+    let mut sorted: Vec<&Job> = jobs.iter().collect();
+    sorted.sort_by(|a, b| {
+        let key = match order {
+            JobOrder::CreatedAt => a.created_at_ms.cmp(&b.created_at_ms),
+            JobOrder::Name => a.name.cmp(&b.name),
+            JobOrder::UpdatedAt => a.updated_at_ms.cmp(&b.updated_at_ms),
+            JobOrder::LastExecTime => {
+                match (a.last.started_at_ms, b.last.started_at_ms) {
+                    (Some(x), Some(y)) => x.cmp(&y),
+                    // Never-run jobs last, in either direction.
+                    (None, Some(_)) => return std::cmp::Ordering::Greater,
+                    (Some(_), None) => return std::cmp::Ordering::Less,
+                    (None, None) => std::cmp::Ordering::Equal,
+                }
+            }
+        };
+        let key = key.then_with(|| a.id.cmp(&b.id));
+        if descending { key.reverse() } else { key }
+    });
+    sorted.into_iter().map(|j| j.id.clone()).collect()
+}
+
+const ORDERS: [JobOrder; 4] = [
+    JobOrder::CreatedAt,
+    JobOrder::Name,
+    JobOrder::UpdatedAt,
+    JobOrder::LastExecTime,
+];
+
+pub async fn check_list_orders(store: &Arc<dyn Store>) {
+    let store = &**store;
+    let jobs = seed_list(store).await;
+    for order in ORDERS {
+        for descending in [false, true] {
+            let (page, _) = store
+                .list_jobs(&JobListQuery {
+                    order,
+                    descending,
+                    ..all()
+                })
+                .await
+                .expect("list ordered");
+            assert_eq!(
+                ids(&page),
+                expected_order(&jobs, order, descending),
+                "order {order:?}, descending {descending}"
+            );
+        }
+    }
+}
+
+pub async fn check_list_paging_stability(store: &Arc<dyn Store>) {
+    let store = &**store;
+    let mut jobs = Vec::new();
+    for i in 0..1_000i64 {
+        let job = Job {
+            name: format!("n{:03}", (i * 37) % 100),
+            created_at_ms: T0 + i % 7,
+            updated_at_ms: T0 + i % 3,
+            ..sample_job(&format!("p{:04}", (i * 7919) % 1_000))
+        };
+        jobs.push(job);
+    }
+    let made = join_all(jobs.chunks(100).map(|chunk| async move {
+        for j in chunk {
+            create(store, j, "p()").await;
+        }
+    }));
+    made.await;
+    let runs: Vec<RunRecord> = jobs
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % 3 != 0)
+        .map(|(i, j)| sample_run(&format!("pr-{}", j.id), &j.id, T0 + (i as i64 % 5)))
+        .collect();
+    record(store, &runs).await;
+    let (all_jobs, _) = store.list_jobs(&all()).await.expect("list all");
+
+    for order in ORDERS {
+        for descending in [false, true] {
+            let mut walked = Vec::new();
+            let mut offset = 0;
+            loop {
+                let (page, total) = store
+                    .list_jobs(&JobListQuery {
+                        order,
+                        descending,
+                        offset,
+                        limit: Some(37),
+                        ..all()
+                    })
+                    .await
+                    .expect("list page");
+                assert_eq!(total, 1_000);
+                if page.is_empty() {
+                    break;
+                }
+                assert!(page.len() <= 37);
+                offset += page.len() as u64;
+                walked.extend(ids(&page));
+            }
+            let unique: HashSet<&String> = walked.iter().collect();
+            assert_eq!(
+                walked.len(),
+                1_000,
+                "{order:?} desc={descending}: gaps or extras"
+            );
+            assert_eq!(
+                unique.len(),
+                1_000,
+                "{order:?} desc={descending}: duplicates"
+            );
+            assert_eq!(walked, expected_order(&all_jobs, order, descending));
+        }
+    }
+}
+
+pub async fn check_list_search_is_literal(store: &Arc<dyn Store>) {
+    let store = &**store;
+    let named = |id: &str, name: &str| Job {
+        name: name.to_owned(),
+        description: String::new(),
+        ..sample_job(id)
+    };
+    for j in [
+        named("s1", "100% done"),
+        named("s2", "1000 done"),
+        named("s3", "snake_case"),
+        named("s4", "snakeXcase"),
+        named("s5", "back\\slash"),
+        named("s6", "MiXeD CaSe"),
+    ] {
+        create(store, &j, "").await;
+    }
+    let search = |s: &'static str| async move {
+        let (jobs, total) = store
+            .list_jobs(&JobListQuery {
+                search: Some(s.to_owned()),
+                ..all()
+            })
+            .await
+            .expect("search");
+        let mut got = ids(&jobs);
+        got.sort();
+        assert_eq!(total as usize, got.len());
+        got
+    };
+    assert_eq!(search("%").await, ["s1"]);
+    assert_eq!(search("0% d").await, ["s1"]);
+    assert_eq!(search("_").await, ["s3"]);
+    assert_eq!(search("e_c").await, ["s3"]);
+    assert_eq!(search("\\").await, ["s5"]);
+    assert_eq!(search("mixed case").await, ["s6"]);
+    assert_eq!(search("SNAKE").await, ["s3", "s4"]);
+}
+
+pub async fn check_enabled_jobs(store: &Arc<dyn Store>) {
+    let store = &**store;
+    assert!(store.enabled_jobs().await.expect("enabled").is_empty());
+    let mut expected = Vec::new();
+    for i in 0..20 {
+        let job = Job {
+            enabled: i % 3 == 0,
+            ..sample_job(&format!("e{i:02}"))
+        };
+        create(store, &job, "").await;
+        if job.enabled {
+            expected.push(job);
+        }
+    }
+    // Disabling one through an update takes it out.
+    let mut off = expected.remove(0);
+    off.enabled = false;
+    off.version = 2;
+    store.update_job(&off, None, 1).await.expect("disable");
+    let mut got = store.enabled_jobs().await.expect("enabled");
+    got.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(got, expected);
+}
+
+pub async fn check_count_jobs(store: &Arc<dyn Store>) {
+    let store = &**store;
+    assert_eq!(store.count_jobs().await.expect("count"), (0, 0));
+    for i in 0..7 {
+        let job = Job {
+            enabled: i < 3,
+            ..sample_job(&format!("c{i}"))
+        };
+        create(store, &job, "").await;
+    }
+    assert_eq!(store.count_jobs().await.expect("count"), (4, 3));
+    store.delete_job("c0").await.expect("delete");
+    assert_eq!(store.count_jobs().await.expect("count"), (4, 2));
+}
+
+pub async fn check_record_runs_upsert(store: &Arc<dyn Store>) {
+    let store = &**store;
+    create(store, &sample_job("r"), "").await;
+    let running = RunRecord {
+        outcome: outcome::RUNNING.to_owned(),
+        ended_at_ms: None,
+        cpu_time_us: None,
+        peak_memory_bytes: None,
+        ..sample_run("run-1", "r", T0)
+    };
+    record(store, std::slice::from_ref(&running)).await;
+    assert_eq!(
+        store.get_run("run-1").await.expect("get run"),
+        Some(running.clone())
+    );
+
+    let done = RunRecord {
+        outcome: "failed".to_owned(),
+        ended_at_ms: Some(T0 + 900),
+        error_message: Some("TypeError: x is undefined".to_owned()),
+        error_stack: Some("at main (job.js:1:1)".to_owned()),
+        trigger: Trigger::Manual,
+        node: "node-b".to_owned(),
+        log: vec![LogLine {
+            seq: 0,
+            level: "error".to_owned(),
+            text: "boom".to_owned(),
+            at_ms: T0 + 899,
+        }],
+        log_truncated: true,
+        ..running.clone()
+    };
+    record(store, std::slice::from_ref(&done)).await;
+    let listed = store
+        .list_runs("r", &runs_query(10))
+        .await
+        .expect("list runs");
+    assert_eq!(listed, vec![without_log(&done)]);
+    assert_eq!(store.get_run("run-1").await.expect("get run"), Some(done));
+    assert_eq!(
+        get(store, "r").await.last.outcome.as_deref(),
+        Some("failed")
+    );
+
+    // One call with several records of several jobs.
+    create(store, &sample_job("r2"), "").await;
+    let batch: Vec<RunRecord> = (0..50)
+        .map(|i| {
+            sample_run(
+                &format!("b-{i:02}"),
+                if i % 2 == 0 { "r" } else { "r2" },
+                T0 + i,
+            )
+        })
+        .collect();
+    record(store, &batch).await;
+    assert_eq!(
+        store
+            .list_runs("r", &runs_query(100))
+            .await
+            .expect("runs")
+            .len(),
+        26
+    );
+    assert_eq!(
+        store
+            .list_runs("r2", &runs_query(100))
+            .await
+            .expect("runs")
+            .len(),
+        25
+    );
+    // An empty call is fine.
+    record(store, &[]).await;
+}
+
+pub async fn check_run_log_round_trip(store: &Arc<dyn Store>) {
+    let store = &**store;
+    create(store, &sample_job("l"), "").await;
+    let levels = ["log", "info", "warn", "error", "debug"];
+    let log: Vec<LogLine> = (0..1_000u32)
+        .map(|i| LogLine {
+            seq: i,
+            level: levels[i as usize % levels.len()].to_owned(),
+            text: match i % 4 {
+                0 => format!("line {i}: héllo 世界 🚀"),
+                1 => format!("{{\"json\": [{i}, \"quoted\\\"\"]}}"),
+                2 => String::new(),
+                _ => format!("multi\nline\ttabbed {i}"),
+            },
+            at_ms: T0 + i64::from(i),
+        })
+        .collect();
+    let run = RunRecord {
+        log,
+        log_truncated: true,
+        ..sample_run("log-run", "l", T0)
+    };
+    record(store, std::slice::from_ref(&run)).await;
+    assert_eq!(
+        store.get_run("log-run").await.expect("get run"),
+        Some(run.clone())
+    );
+    let listed = store
+        .list_runs("l", &runs_query(10))
+        .await
+        .expect("list runs");
+    assert_eq!(listed, vec![without_log(&run)], "list_runs carries no log");
+    let recent = store.recent_runs(0, 10).await.expect("recent runs");
+    assert_eq!(
+        recent,
+        vec![without_log(&run)],
+        "recent_runs carries no log"
+    );
+}
+
+pub async fn check_last_run_folding(store: &Arc<dyn Store>) {
+    let store = &**store;
+    let job = sample_job("f");
+    create(store, &job, "").await;
+    let last = |s, st, o: Option<&str>| LastRun {
+        scheduled_at_ms: s,
+        started_at_ms: st,
+        outcome: o.map(str::to_owned),
+    };
+    let run = |id: &str, sched: i64, started: Option<i64>, out: &str| RunRecord {
+        started_at_ms: started,
+        outcome: out.to_owned(),
+        ..sample_run(id, "f", sched)
+    };
+
+    record(store, &[run("a", 1_000, Some(1_010), "succeeded")]).await;
+    assert_eq!(
+        get(store, "f").await.last,
+        last(Some(1_000), Some(1_010), Some("succeeded"))
+    );
+
+    // A late record of an older run moves nothing backwards.
+    record(store, &[run("0", 500, Some(505), "failed")]).await;
+    assert_eq!(
+        get(store, "f").await.last,
+        last(Some(1_000), Some(1_010), Some("succeeded"))
+    );
+
+    // Skipped and missed occurrences count as handled, but not as started or finished.
+    record(store, &[run("b", 2_000, None, outcome::SKIPPED)]).await;
+    assert_eq!(
+        get(store, "f").await.last,
+        last(Some(2_000), Some(1_010), Some("succeeded"))
+    );
+    record(store, &[run("c", 3_000, None, outcome::MISSED)]).await;
+    assert_eq!(
+        get(store, "f").await.last,
+        last(Some(3_000), Some(1_010), Some("succeeded"))
+    );
+
+    // A running run has started but not finished.
+    record(store, &[run("d", 4_000, Some(4_005), outcome::RUNNING)]).await;
+    assert_eq!(
+        get(store, "f").await.last,
+        last(Some(4_000), Some(4_005), Some("succeeded"))
+    );
+    record(store, &[run("d", 4_000, Some(4_005), "timed_out")]).await;
+    assert_eq!(
+        get(store, "f").await.last,
+        last(Some(4_000), Some(4_005), Some("timed_out"))
+    );
+
+    // Out of order within one call: the newest start wins whatever the order.
+    record(
+        store,
+        &[
+            run("f", 6_000, Some(6_001), "succeeded"),
+            run("e", 5_000, Some(5_001), "crashed"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        get(store, "f").await.last,
+        last(Some(6_000), Some(6_001), Some("succeeded"))
+    );
+
+    // The outcome follows the start, not the schedule: a run scheduled earlier but
+    // started later (e.g. a manual run) is the latest finished one.
+    record(store, &[run("g", 5_500, Some(7_000), "failed")]).await;
+    assert_eq!(
+        get(store, "f").await.last,
+        last(Some(6_000), Some(7_000), Some("failed"))
+    );
+
+    // A newer running run's late "running" record does not erase the outcome, and an
+    // older finished run arriving after everything changes nothing.
+    record(store, &[run("h", 8_000, Some(8_001), outcome::RUNNING)]).await;
+    record(store, &[run("1", 100, Some(101), "succeeded")]).await;
+    assert_eq!(
+        get(store, "f").await.last,
+        last(Some(8_000), Some(8_001), Some("failed"))
+    );
+
+    // Folding touches neither the version nor the update time.
+    let now = get(store, "f").await;
+    assert_eq!(now.version, job.version);
+    assert_eq!(now.updated_at_ms, job.updated_at_ms);
+}
+
+pub async fn check_list_runs(store: &Arc<dyn Store>) {
+    let store = &**store;
+    create(store, &sample_job("h"), "").await;
+    create(store, &sample_job("other"), "").await;
+    let mut runs = Vec::new();
+    for i in 0..40i64 {
+        let mut r = sample_run(&format!("h-{i:03}"), "h", T0 + (i / 2) * 1_000);
+        if i % 5 == 0 {
+            r.outcome = "failed".to_owned();
+        }
+        runs.push(r);
+    }
+    runs.push(sample_run("o-1", "other", T0 + 500));
+    // Recorded in a scrambled order.
+    let mut scrambled = runs.clone();
+    scrambled.reverse();
+    scrambled.swap(3, 30);
+    record(store, &scrambled).await;
+
+    let mut expected: Vec<RunRecord> = runs.iter().filter(|r| r.job_id == "h").cloned().collect();
+    expected.sort_by(|a, b| (b.scheduled_at_ms, &b.run_id).cmp(&(a.scheduled_at_ms, &a.run_id)));
+    let got = store
+        .list_runs("h", &runs_query(1_000))
+        .await
+        .expect("list runs");
+    assert_eq!(
+        run_ids(&got),
+        run_ids(&expected),
+        "newest first, run id breaks ties"
+    );
+
+    let got = store.list_runs("h", &runs_query(7)).await.expect("limited");
+    assert_eq!(run_ids(&got), run_ids(&expected[..7]));
+
+    let failed = store
+        .list_runs(
+            "h",
+            &RunListQuery {
+                outcome: Some("failed".to_owned()),
+                ..runs_query(100)
+            },
+        )
+        .await
+        .expect("failed runs");
+    let expected_failed: Vec<String> = expected
+        .iter()
+        .filter(|r| r.outcome == "failed")
+        .map(|r| r.run_id.clone())
+        .collect();
+    assert_eq!(run_ids(&failed), expected_failed);
+
+    // `before` pages strictly before an instant.
+    let cut = T0 + 10_000;
+    let before = store
+        .list_runs(
+            "h",
+            &RunListQuery {
+                before_ms: Some(cut),
+                ..runs_query(100)
+            },
+        )
+        .await
+        .expect("before");
+    let expected_before: Vec<String> = expected
+        .iter()
+        .filter(|r| r.scheduled_at_ms < cut)
+        .map(|r| r.run_id.clone())
+        .collect();
+    assert_eq!(run_ids(&before), expected_before);
+    // Walking pages with `before` visits every distinct instant once.
+    let mut walked = Vec::new();
+    let mut before_ms = None;
+    loop {
+        let page = store
+            .list_runs(
+                "h",
+                &RunListQuery {
+                    before_ms,
+                    ..runs_query(2)
+                },
+            )
+            .await
+            .expect("page");
+        let Some(last) = page.last() else { break };
+        before_ms = Some(last.scheduled_at_ms);
+        walked.extend(run_ids(&page));
+    }
+    assert_eq!(walked, run_ids(&expected));
+
+    assert!(
+        store
+            .list_runs("nobody", &runs_query(10))
+            .await
+            .expect("none")
+            .is_empty()
+    );
+}
+
+pub async fn check_get_run(store: &Arc<dyn Store>) {
+    let store = &**store;
+    create(store, &sample_job("g"), "").await;
+    let run = RunRecord {
+        log: vec![LogLine {
+            seq: 1,
+            level: "info".to_owned(),
+            text: "hello".to_owned(),
+            at_ms: T0 + 1,
+        }],
+        error_message: Some("m".to_owned()),
+        error_stack: Some("s".to_owned()),
+        trigger: Trigger::Misfire,
+        ..sample_run("g-1", "g", T0)
+    };
+    record(store, std::slice::from_ref(&run)).await;
+    assert_eq!(store.get_run("g-1").await.expect("get run"), Some(run));
+    assert_eq!(store.get_run("g-2").await.expect("get run"), None);
+}
+
+pub async fn check_recent_runs(store: &Arc<dyn Store>) {
+    let store = &**store;
+    for j in ["x", "y", "z"] {
+        create(store, &sample_job(j), "").await;
+    }
+    let mut runs = Vec::new();
+    for i in 0..30i64 {
+        let job = ["x", "y", "z"][i as usize % 3];
+        runs.push(sample_run(&format!("rr-{i:02}"), job, T0 + i * 100));
+    }
+    record(store, &runs).await;
+    let got = store.recent_runs(T0 + 1_000, 1_000).await.expect("recent");
+    let mut expected: Vec<&RunRecord> = runs
+        .iter()
+        .filter(|r| r.scheduled_at_ms >= T0 + 1_000)
+        .collect();
+    expected.sort_by_key(|r| std::cmp::Reverse(r.scheduled_at_ms));
+    assert_eq!(
+        run_ids(&got),
+        expected
+            .iter()
+            .map(|r| r.run_id.clone())
+            .collect::<Vec<_>>(),
+        "at or after the instant, newest first"
+    );
+    let got = store.recent_runs(T0, 5).await.expect("recent limited");
+    assert_eq!(run_ids(&got), ["rr-29", "rr-28", "rr-27", "rr-26", "rr-25"]);
+    assert!(
+        store
+            .recent_runs(T0 + 1_000_000, 5)
+            .await
+            .expect("none")
+            .is_empty()
+    );
+}
+
+pub async fn check_prune_by_count(store: &Arc<dyn Store>) {
+    let store = &**store;
+    let mut runs = Vec::new();
+    for j in 0..5 {
+        let job = format!("pc{j}");
+        create(store, &sample_job(&job), "").await;
+        for i in 0..(j * 10) {
+            runs.push(sample_run(
+                &format!("{job}-{i:03}"),
+                &job,
+                T0 + i64::from(i),
+            ));
+        }
+    }
+    // Two runs at the same instant: the run id decides which is newer.
+    runs.push(sample_run("pc4-999", "pc4", T0 + 39));
+    record(store, &runs).await;
+
+    let deleted = store.prune_runs(7, i64::MIN).await.expect("prune");
+    // Jobs with 0, 10, 20, 30, 41 runs keep 0, 7, 7, 7, 7.
+    assert_eq!(deleted, 3 + 13 + 23 + 34);
+    for j in 0..5 {
+        let job = format!("pc{j}");
+        let left = store.list_runs(&job, &runs_query(100)).await.expect("runs");
+        let all_of_job: Vec<String> = {
+            let mut v: Vec<&RunRecord> = runs.iter().filter(|r| r.job_id == job).collect();
+            v.sort_by(|a, b| (b.scheduled_at_ms, &b.run_id).cmp(&(a.scheduled_at_ms, &a.run_id)));
+            v.iter().take(7).map(|r| r.run_id.clone()).collect()
+        };
+        assert_eq!(run_ids(&left), all_of_job, "job {job} keeps its newest 7");
+    }
+    assert_eq!(store.prune_runs(7, i64::MIN).await.expect("prune again"), 0);
+    // Pruning leaves the jobs' last run facts alone.
+    assert_eq!(get(store, "pc4").await.last.scheduled_at_ms, Some(T0 + 39));
+    assert_eq!(store.prune_runs(0, i64::MIN).await.expect("prune all"), 28);
+    assert!(
+        store
+            .recent_runs(i64::MIN, 100)
+            .await
+            .expect("recent")
+            .is_empty()
+    );
+}
+
+pub async fn check_prune_by_age(store: &Arc<dyn Store>) {
+    let store = &**store;
+    create(store, &sample_job("pa"), "").await;
+    create(store, &sample_job("pb"), "").await;
+    let mut runs = Vec::new();
+    for i in 0..20i64 {
+        runs.push(sample_run(&format!("pa-{i:02}"), "pa", T0 + i * 1_000));
+        runs.push(sample_run(&format!("pb-{i:02}"), "pb", T0 + i * 500));
+    }
+    record(store, &runs).await;
+    // Strictly older than the cutoff goes; a generous count limit keeps the rest.
+    let deleted = store.prune_runs(1_000, T0 + 5_000).await.expect("prune");
+    assert_eq!(deleted, 5 + 10);
+    let left = store.recent_runs(i64::MIN, 100).await.expect("recent");
+    assert_eq!(left.len(), 25);
+    assert!(left.iter().all(|r| r.scheduled_at_ms >= T0 + 5_000));
+    // Both limits at once.
+    let deleted = store.prune_runs(3, T0 + 6_000).await.expect("prune both");
+    // pa: 15 left, 1 older than cutoff, then keep 3 of 14 -> 12; pb: 10 left, 2 old,
+    // then keep 3 of 8 -> 5 more.
+    assert_eq!(deleted, 1 + 11 + 2 + 5);
+    assert_eq!(
+        store
+            .list_runs("pa", &runs_query(100))
+            .await
+            .expect("pa")
+            .len(),
+        3
+    );
+    assert_eq!(
+        store
+            .list_runs("pb", &runs_query(100))
+            .await
+            .expect("pb")
+            .len(),
+        3
+    );
+}
+
+pub async fn check_records_of_deleted_job_dropped(store: &Arc<dyn Store>) {
+    let store = &**store;
+    create(store, &sample_job("alive"), "").await;
+    create(store, &sample_job("doomed"), "").await;
+    assert!(store.delete_job("doomed").await.expect("delete"));
+    record(
+        store,
+        &[
+            sample_run("x-1", "doomed", T0),
+            sample_run("x-2", "alive", T0),
+            sample_run("x-3", "never-existed", T0),
+        ],
+    )
+    .await;
+    assert_eq!(store.get_run("x-1").await.expect("get"), None);
+    assert_eq!(store.get_run("x-3").await.expect("get"), None);
+    assert!(store.get_run("x-2").await.expect("get").is_some());
+    assert_eq!(store.get_job("doomed").await.expect("get"), None);
+    assert_eq!(
+        store.recent_runs(i64::MIN, 10).await.expect("recent").len(),
+        1
+    );
+}
+
+pub async fn check_concurrent_creates(store: &Arc<dyn Store>) {
+    const TASKS: usize = 16;
+    const PER_TASK: usize = 625;
+    let mut handles = Vec::new();
+    for t in 0..TASKS {
+        let store = store.clone();
+        handles.push(tokio::spawn(async move {
+            for i in 0..PER_TASK {
+                let job = sample_job(&format!("cc-{t:02}-{i:04}"));
+                store
+                    .create_job(&job, "console.log(1)")
+                    .await
+                    .unwrap_or_else(|e| panic!("create {}: {e}", job.id));
+            }
+        }));
+    }
+    for h in handles {
+        h.await.expect("create task");
+    }
+    let (jobs, total) = store.list_jobs(&all()).await.expect("list");
+    assert_eq!(total as usize, TASKS * PER_TASK);
+    let got: HashSet<String> = ids(&jobs).into_iter().collect();
+    assert_eq!(got.len(), TASKS * PER_TASK);
+    for t in 0..TASKS {
+        for i in 0..PER_TASK {
+            assert!(got.contains(&format!("cc-{t:02}-{i:04}")));
+        }
+    }
+    assert_eq!(
+        store.count_jobs().await.expect("count"),
+        ((TASKS * PER_TASK) as u64, 0)
+    );
+}
+
+pub async fn check_writes_after_close(store: &Arc<dyn Store>) {
+    create(store.as_ref(), &sample_job("before"), "").await;
+    store.close().await;
+    match store.create_job(&sample_job("after"), "").await {
+        Err(StoreError::Unavailable(_)) => {}
+        r => panic!("a write after close must be Unavailable, got {r:?}"),
+    }
+    match store.delete_job("before").await {
+        Err(StoreError::Unavailable(_)) => {}
+        r => panic!("a delete after close must be Unavailable, got {r:?}"),
+    }
+    // Closing twice is harmless.
+    store.close().await;
+}

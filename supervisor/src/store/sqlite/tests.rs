@@ -1,0 +1,527 @@
+//! Tests of the SQLite store: the conformance suite, plus what only SQLite has
+//! (migrations, group commit, durability across `kill -9`) and two `#[ignore]`d
+//! measurements (`cargo test -p supervisor --release sqlite::tests::bench -- --ignored
+//! --nocapture`).
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rusqlite::Connection;
+use tempfile::TempDir;
+
+use super::{SqliteOptions, SqliteStore, schema};
+use crate::store::conformance::{StoreFixture, sample_job, sample_run};
+use crate::store::{Store, StoreError};
+
+struct Fixture {
+    store: Arc<SqliteStore>,
+    _dir: TempDir,
+}
+
+impl StoreFixture for Fixture {
+    fn store(&self) -> Arc<dyn Store> {
+        self.store.clone()
+    }
+}
+
+fn temp_dir() -> TempDir {
+    tempfile::tempdir().expect("create temp dir")
+}
+
+async fn fresh() -> Fixture {
+    let dir = temp_dir();
+    let store = SqliteStore::open(&dir.path().join("traitor.db")).expect("open store");
+    Fixture {
+        store: Arc::new(store),
+        _dir: dir,
+    }
+}
+
+mod conformance {
+    crate::store_conformance_tests!(super::fresh());
+}
+
+#[tokio::test]
+async fn open_creates_parent_directories() {
+    let dir = temp_dir();
+    let path = dir.path().join("a/b/c/traitor.db");
+    let store = SqliteStore::open(&path).expect("open");
+    store
+        .create_job(&sample_job("j"), "")
+        .await
+        .expect("create");
+    store.close().await;
+    assert!(path.exists());
+}
+
+#[tokio::test]
+async fn migrates_a_v1_database_and_reopens_idempotently() {
+    let dir = temp_dir();
+    let path = dir.path().join("traitor.db");
+    {
+        // A database exactly as the first migration left it, with a row in it.
+        let mut conn = Connection::open(&path).expect("open raw");
+        schema::migrate(&mut conn, 1).expect("migrate to v1");
+        assert_eq!(schema::current_version(&conn).expect("version"), 1);
+        conn.execute(
+            "INSERT INTO jobs (id, name, description, exec_type, cron, exec_at_ms, timezone, \
+             enabled, time_limit_ms, memory_limit_mb, overlap, misfire, misfire_window_s, \
+             version, created_at_ms, updated_at_ms) VALUES ('old', 'n', '', 0, '* * * * *', \
+             NULL, 'UTC', 1, 1000, 64, 'skip', 'run_once', 60, 3, 10, 20)",
+            [],
+        )
+        .expect("insert v1 row");
+        conn.execute(
+            "INSERT INTO scripts (job_id, source) VALUES ('old', 'old()')",
+            [],
+        )
+        .expect("insert v1 script");
+    }
+    for _ in 0..3 {
+        let store = SqliteStore::open(&path).expect("open migrated");
+        let job = store.get_job("old").await.expect("get").expect("present");
+        assert_eq!(job.version, 3);
+        assert!(job.enabled);
+        assert_eq!(
+            store.get_script("old").await.expect("script").as_deref(),
+            Some("old()")
+        );
+        store.close().await;
+        let conn = Connection::open(&path).expect("open raw");
+        assert_eq!(
+            schema::current_version(&conn).expect("version"),
+            schema::latest_version()
+        );
+    }
+}
+
+#[tokio::test]
+async fn refuses_a_database_from_the_future() {
+    let dir = temp_dir();
+    let path = dir.path().join("traitor.db");
+    let store = SqliteStore::open(&path).expect("open");
+    store
+        .create_job(&sample_job("j"), "")
+        .await
+        .expect("create");
+    store.close().await;
+    let future = schema::latest_version() + 1;
+    Connection::open(&path)
+        .expect("open raw")
+        .pragma_update(None, "user_version", future)
+        .expect("set version");
+    let err = match SqliteStore::open(&path) {
+        Ok(_) => panic!("a newer schema must be refused"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(err.contains(&format!("schema version {future}")), "{err}");
+    assert!(err.contains("newer traitor"), "{err}");
+    // And it was left as it was.
+    let conn = Connection::open(&path).expect("open raw");
+    assert_eq!(schema::current_version(&conn).expect("version"), future);
+}
+
+#[tokio::test]
+async fn refuses_a_file_that_is_not_a_database() {
+    let dir = temp_dir();
+    let path = dir.path().join("traitor.db");
+    std::fs::write(&path, vec![b'x'; 8192]).expect("write junk");
+    let err = SqliteStore::open(&path)
+        .err()
+        .expect("junk must be refused");
+    assert!(format!("{err:#}").contains(&path.display().to_string()));
+}
+
+#[tokio::test]
+async fn unknown_enum_values_are_errors_not_panics() {
+    let fx = fresh().await;
+    let store = &fx.store;
+    store
+        .create_job(&sample_job("j"), "")
+        .await
+        .expect("create");
+    store
+        .create_job(&sample_job("k"), "")
+        .await
+        .expect("create");
+    store
+        .record_runs(&[sample_run("r", "j", 1)])
+        .await
+        .expect("record");
+    {
+        let raw = Connection::open(store.path()).expect("open raw");
+        raw.execute("UPDATE jobs SET overlap = 'sometimes' WHERE id = 'j'", [])
+            .expect("poke");
+        raw.execute("UPDATE jobs SET exec_type = 7 WHERE id = 'k'", [])
+            .expect("poke");
+        raw.execute("UPDATE runs SET trigger_kind = 'cosmic ray'", [])
+            .expect("poke");
+    }
+    for id in ["j", "k"] {
+        match store.get_job(id).await {
+            Err(StoreError::Other(e)) => assert!(format!("{e:#}").contains(id), "{e:#}"),
+            r => panic!("expected Other, got {r:?}"),
+        }
+    }
+    assert!(matches!(store.enabled_jobs().await, Ok(v) if v.is_empty()));
+    assert!(matches!(
+        store.list_jobs(&Default::default()).await,
+        Err(StoreError::Other(_))
+    ));
+    assert!(matches!(
+        store.get_run("r").await,
+        Err(StoreError::Other(_))
+    ));
+    store.close().await;
+}
+
+/// A failing request (a duplicate) in a group does not fail the others of the group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_failing_request_does_not_fail_its_group() {
+    let fx = fresh().await;
+    let store: Arc<dyn Store> = fx.store.clone();
+    let mut handles = Vec::new();
+    for i in 0..400 {
+        let store = store.clone();
+        handles.push(tokio::spawn(async move {
+            // Every other request fights over the same id.
+            let id = if i % 2 == 0 {
+                "contested".to_owned()
+            } else {
+                format!("free-{i}")
+            };
+            (i, store.create_job(&sample_job(&id), "").await)
+        }));
+    }
+    let mut winners = 0;
+    for h in handles {
+        let (i, res) = h.await.expect("task");
+        match res {
+            Ok(()) if i % 2 == 0 => winners += 1,
+            Ok(()) => {}
+            Err(StoreError::Duplicate(id)) if i % 2 == 0 => assert_eq!(id, "contested"),
+            Err(e) => panic!("request {i}: {e}"),
+        }
+    }
+    assert_eq!(winners, 1);
+    assert_eq!(store.count_jobs().await.expect("count"), (201, 0));
+    store.close().await;
+}
+
+#[tokio::test]
+async fn close_checkpoints_the_wal_and_reads_fail_after() {
+    let fx = fresh().await;
+    let store = &fx.store;
+    for i in 0..100 {
+        store
+            .create_job(&sample_job(&format!("j{i}")), "x")
+            .await
+            .expect("create");
+    }
+    store.close().await;
+    let wal = store.path().with_extension("db-wal");
+    let wal_len = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+    assert_eq!(wal_len, 0, "the WAL is truncated at close");
+    assert!(matches!(
+        store.get_job("j1").await,
+        Err(StoreError::Unavailable(_))
+    ));
+    let again = SqliteStore::open(store.path()).expect("reopen");
+    assert_eq!(again.count_jobs().await.expect("count"), (100, 0));
+    again.close().await;
+}
+
+#[tokio::test]
+async fn fsync_option_opens_and_keeps_writes() {
+    let dir = temp_dir();
+    let path = dir.path().join("traitor.db");
+    let store = SqliteStore::open_with(&path, SqliteOptions { fsync: true }).expect("open");
+    store
+        .create_job(&sample_job("j"), "s")
+        .await
+        .expect("create");
+    store.close().await;
+    let store = SqliteStore::open(&path).expect("reopen");
+    assert!(store.get_job("j").await.expect("get").is_some());
+    store.close().await;
+}
+
+/// Pruning a large history works in chunks and deletes exactly the surplus.
+#[tokio::test]
+async fn prune_in_chunks() {
+    let fx = fresh().await;
+    let store = &fx.store;
+    let mut runs = Vec::new();
+    for j in 0..3 {
+        let job = format!("big{j}");
+        store
+            .create_job(&sample_job(&job), "")
+            .await
+            .expect("create");
+        for i in 0..6_000 {
+            runs.push(sample_run(&format!("{job}-{i:05}"), &job, i64::from(i)));
+        }
+    }
+    store.record_runs(&runs).await.expect("record");
+    // By age: 3 x 5,500 runs, more than one chunk.
+    assert_eq!(
+        store
+            .prune_runs(u32::MAX, 5_500)
+            .await
+            .expect("prune by age"),
+        16_500
+    );
+    // By count: the newest 10 of the 500 left per job.
+    assert_eq!(
+        store
+            .prune_runs(10, i64::MIN)
+            .await
+            .expect("prune by count"),
+        1_470
+    );
+    let query = crate::store::RunListQuery {
+        limit: 100,
+        ..Default::default()
+    };
+    let left = store.list_runs("big1", &query).await.expect("runs");
+    assert_eq!(left.len(), 10);
+    assert_eq!(left[0].run_id, "big1-05999");
+    assert_eq!(left[9].run_id, "big1-05990");
+    store.close().await;
+}
+
+const CHILD_ENV: &str = "TRAITOR_STORE_CHILD";
+const CHILD_DB_ENV: &str = "TRAITOR_STORE_CHILD_DB";
+const ACK: &str = "ACK ";
+
+/// The child half of [`acknowledged_writes_survive_kill_9`]: does nothing unless
+/// started by it. Creates jobs from 8 tasks and prints each acknowledged id.
+#[test]
+fn kill9_child() {
+    if std::env::var_os(CHILD_ENV).is_none() {
+        return;
+    }
+    let Some(path) = std::env::var_os(CHILD_DB_ENV) else {
+        panic!("{CHILD_DB_ENV} not set");
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async move {
+        let store = Arc::new(SqliteStore::open(Path::new(&path)).expect("child: open"));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut tasks = Vec::new();
+        for t in 0..8 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let script = "x".repeat(1024);
+                let mut i = 0u64;
+                while Instant::now() < deadline {
+                    let id = format!("k-{t}-{i}");
+                    store
+                        .create_job(&sample_job(&id), &script)
+                        .await
+                        .expect("child: create");
+                    let mut out = std::io::stdout().lock();
+                    writeln!(out, "{ACK}{id}").expect("child: print");
+                    out.flush().expect("child: flush");
+                    i += 1;
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.expect("child task");
+        }
+    });
+}
+
+/// Every id the child printed (after its create returned `Ok`) is in the database after
+/// the child is SIGKILLed mid-stream. Fails if an answer is ever sent before its commit.
+#[test]
+fn acknowledged_writes_survive_kill_9() {
+    let dir = temp_dir();
+    let path = dir.path().join("traitor.db");
+    let exe = std::env::current_exe().expect("current exe");
+    let mut child = Command::new(exe)
+        .args([
+            "--exact",
+            "store::sqlite::tests::kill9_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_ENV, "1")
+        .env(CHILD_DB_ENV, &path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn child");
+    let stdout = child.stdout.take().expect("child stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let mut acked = Vec::new();
+    let started = Instant::now();
+    while acked.len() < 2_000 {
+        match lines.next() {
+            Some(Ok(line)) => {
+                if let Some(id) = line.strip_prefix(ACK) {
+                    acked.push(id.to_owned());
+                }
+            }
+            other => {
+                let _ = child.kill();
+                panic!("child stopped early after {} acks: {other:?}", acked.len());
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "child too slow"
+        );
+    }
+    // SIGKILL, mid-stream: writes are in flight right now.
+    child.kill().expect("kill child");
+    // Whatever it printed before dying was acknowledged too.
+    for line in lines.map_while(Result::ok) {
+        if let Some(id) = line.strip_prefix(ACK) {
+            acked.push(id.to_owned());
+        }
+    }
+    let status = child.wait().expect("wait child");
+    assert!(!status.success(), "the child must have been killed");
+
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let store = SqliteStore::open(&path).expect("reopen after kill");
+        let (jobs, total) = store.list_jobs(&Default::default()).await.expect("list");
+        let present: std::collections::HashSet<String> = jobs.into_iter().map(|j| j.id).collect();
+        let missing: Vec<&String> = acked.iter().filter(|id| !present.contains(*id)).collect();
+        assert!(
+            missing.is_empty(),
+            "{} of {} acknowledged jobs lost (store has {total}), e.g. {:?}",
+            missing.len(),
+            acked.len(),
+            &missing[..missing.len().min(5)]
+        );
+        store.close().await;
+    });
+}
+
+/// Measures acknowledged creates per second: 8 concurrent tasks, 1 KiB scripts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement; run with --release -- --ignored --nocapture"]
+async fn bench_creates_per_second() {
+    for fsync in [false, true] {
+        let dir = temp_dir();
+        let store = Arc::new(
+            SqliteStore::open_with(&dir.path().join("traitor.db"), SqliteOptions { fsync })
+                .expect("open"),
+        );
+        const TASKS: usize = 8;
+        const PER_TASK: usize = 25_000;
+        let start = Instant::now();
+        let mut handles = Vec::new();
+        for t in 0..TASKS {
+            let store = store.clone();
+            handles.push(tokio::spawn(async move {
+                let script = "x".repeat(1024);
+                for i in 0..PER_TASK {
+                    let mut job = sample_job(&uuid::Uuid::now_v7().to_string());
+                    job.name = format!("bench {t} {i}");
+                    store.create_job(&job, &script).await.expect("create");
+                }
+            }));
+        }
+        for h in handles {
+            h.await.expect("task");
+        }
+        let secs = start.elapsed().as_secs_f64();
+        let n = TASKS * PER_TASK;
+        println!(
+            "fsync={fsync}: {n} creates from {TASKS} tasks in {secs:.2} s = {:.0} creates/s",
+            n as f64 / secs
+        );
+        store.close().await;
+    }
+}
+
+/// Measures `enabled_jobs()` over 1,000,000 enabled jobs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement; run with --release -- --ignored --nocapture"]
+async fn bench_enabled_jobs_1m() {
+    let dir = temp_dir();
+    let path = dir.path().join("traitor.db");
+    let store = Arc::new(SqliteStore::open(&path).expect("open"));
+    const N: usize = 1_000_000;
+    const TASKS: usize = 64;
+    let start = Instant::now();
+    let mut handles = Vec::new();
+    for t in 0..TASKS {
+        let store = store.clone();
+        handles.push(tokio::spawn(async move {
+            for i in (t..N).step_by(TASKS) {
+                let mut job = sample_job(&uuid::Uuid::now_v7().to_string());
+                job.name = format!("job number {i}");
+                job.enabled = true;
+                store
+                    .create_job(&job, "console.log('hi')")
+                    .await
+                    .expect("create");
+            }
+        }));
+    }
+    for h in handles {
+        h.await.expect("task");
+    }
+    println!(
+        "inserted {N} jobs in {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
+    for round in 0..3 {
+        let start = Instant::now();
+        let jobs = store.enabled_jobs().await.expect("enabled jobs");
+        println!(
+            "round {round}: enabled_jobs() -> {} jobs in {} ms",
+            jobs.len(),
+            start.elapsed().as_millis()
+        );
+        assert_eq!(jobs.len(), N);
+    }
+    let start = Instant::now();
+    let counts = store.count_jobs().await.expect("count");
+    println!(
+        "count_jobs() -> {counts:?} in {} ms",
+        start.elapsed().as_millis()
+    );
+    let start = Instant::now();
+    let (page, total) = store
+        .list_jobs(&crate::store::JobListQuery {
+            limit: Some(50),
+            offset: 500_000,
+            ..Default::default()
+        })
+        .await
+        .expect("list");
+    println!(
+        "list_jobs(offset 500000, limit 50) -> {} of {total} in {} ms",
+        page.len(),
+        start.elapsed().as_millis()
+    );
+    let start = Instant::now();
+    let (_, total) = store
+        .list_jobs(&crate::store::JobListQuery {
+            search: Some("number 99999".into()),
+            limit: Some(50),
+            ..Default::default()
+        })
+        .await
+        .expect("search");
+    println!(
+        "list_jobs(search) -> {total} matches in {} ms",
+        start.elapsed().as_millis()
+    );
+    store.close().await;
+}

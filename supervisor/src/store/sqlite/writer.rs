@@ -1,0 +1,492 @@
+//! The writer thread: the only owner of the read-write connection, committing queued
+//! requests in groups.
+//!
+//! Every write of the store becomes a [`Request`] on a channel. The thread takes all
+//! that is queued (up to [`MAX_BATCH`] requests or [`MAX_BATCH_BYTES`] of payload), runs
+//! them in ONE transaction with a SAVEPOINT each (so a failing request, e.g. a
+//! duplicate id, is rolled back alone and does not fail its neighbours), commits, and
+//! only then answers every request of the group. An answer is therefore never sent
+//! before the commit that makes it durable; that is the store's whole promise.
+//!
+//! Work per request is bounded (pruning comes in chunks, see [`PRUNE_CHUNK`]) so that no
+//! request holds the writer for long. This module does not read for callers: reads go
+//! through the read pool.
+
+use anyhow::{Context, anyhow};
+use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::{mpsc, oneshot};
+
+use super::rows::{JOB_COLUMNS, encode_log, opt_to_i64, to_i64, trigger_str};
+use crate::job::{Job, RunRecord, outcome};
+use crate::store::{StoreError, StoreResult};
+
+/// Most requests committed in one transaction.
+const MAX_BATCH: usize = 1024;
+/// Rough payload bound of one transaction (scripts can be large).
+const MAX_BATCH_BYTES: usize = 32 * 1024 * 1024;
+/// Most runs one prune request deletes.
+pub(super) const PRUNE_CHUNK: u64 = 5_000;
+/// Jobs whose histories one count-prune request looks at.
+const PRUNE_JOB_PAGE: u64 = 500;
+
+/// One write and the way back to its caller.
+pub(super) struct Request {
+    pub op: Op,
+    pub reply: oneshot::Sender<StoreResult<Reply>>,
+}
+
+pub(super) enum Op {
+    Create {
+        job: Job,
+        script: String,
+    },
+    Update {
+        job: Job,
+        script: Option<String>,
+        expected: u64,
+    },
+    Delete {
+        id: String,
+    },
+    Record {
+        runs: Vec<RunRecord>,
+    },
+    /// Deletes up to [`PRUNE_CHUNK`] runs scheduled before the cutoff.
+    PruneOld {
+        older_than_ms: i64,
+    },
+    /// Deletes up to [`PRUNE_CHUNK`] runs beyond the newest `keep` of the jobs in the
+    /// page of ids after `after_id`.
+    PruneKeep {
+        keep: u32,
+        after_id: Option<String>,
+    },
+}
+
+impl Op {
+    fn payload_bytes(&self) -> usize {
+        match self {
+            Op::Create { script, .. } => script.len() + 512,
+            Op::Update { script, .. } => script.as_ref().map_or(0, String::len) + 512,
+            Op::Record { runs } => runs
+                .iter()
+                .map(|r| 256 + r.log.iter().map(|l| l.text.len() + 32).sum::<usize>())
+                .sum(),
+            Op::Delete { .. } | Op::PruneOld { .. } | Op::PruneKeep { .. } => 64,
+        }
+    }
+}
+
+pub(super) enum Reply {
+    Done,
+    Deleted(bool),
+    /// Runs deleted, and where a count-prune continues (`None`: finished).
+    Pruned {
+        deleted: u64,
+        next: Option<Option<String>>,
+    },
+}
+
+pub(super) type Sender = mpsc::UnboundedSender<Request>;
+
+/// Runs until every sender is gone and the queue is drained, then checkpoints the WAL.
+pub(super) fn run(mut conn: Connection, mut rx: mpsc::UnboundedReceiver<Request>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.blocking_recv() {
+        let mut bytes = first.op.payload_bytes();
+        batch.push(first);
+        while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
+            match rx.try_recv() {
+                Ok(req) => {
+                    bytes += req.op.payload_bytes();
+                    batch.push(req);
+                }
+                Err(_) => break,
+            }
+        }
+        commit_group(&mut conn, &mut batch);
+    }
+    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
+        tracing::warn!(error = %e, "checkpoint the SQLite WAL at close");
+    }
+    if let Err((_, e)) = conn.close() {
+        tracing::warn!(error = %e, "close the SQLite writer connection");
+    }
+}
+
+/// Applies a group of requests in one transaction and answers them after the commit.
+fn commit_group(conn: &mut Connection, batch: &mut Vec<Request>) {
+    let mut results: Vec<StoreResult<Reply>> = Vec::with_capacity(batch.len());
+    let committed = apply_all(conn, batch, &mut results);
+    if let Err(e) = committed {
+        // Nothing of the group is on disk: every request fails, whatever it did.
+        let rolled_back = if conn.is_autocommit() {
+            Ok(())
+        } else {
+            conn.execute_batch("ROLLBACK")
+        };
+        if let Err(rb) = rolled_back {
+            tracing::warn!(error = %rb, "roll back a failed group commit");
+        }
+        let msg = format!("{e:#}");
+        let unavailable = is_unavailable(&e);
+        results.clear();
+        for _ in batch.iter() {
+            let err = anyhow!("{msg}");
+            results.push(Err(if unavailable {
+                StoreError::Unavailable(err)
+            } else {
+                StoreError::Other(err)
+            }));
+        }
+    }
+    for (req, res) in batch.drain(..).zip(results) {
+        // The caller may have given up waiting; the write stands regardless.
+        let _ = req.reply.send(res);
+    }
+}
+
+fn apply_all(
+    conn: &Connection,
+    batch: &[Request],
+    results: &mut Vec<StoreResult<Reply>>,
+) -> anyhow::Result<()> {
+    conn.prepare_cached("BEGIN IMMEDIATE")?
+        .execute([])
+        .context("begin group transaction")?;
+    for req in batch {
+        conn.prepare_cached("SAVEPOINT req")?
+            .execute([])
+            .context("open savepoint")?;
+        let res = apply(conn, &req.op);
+        if res.is_err() {
+            conn.prepare_cached("ROLLBACK TO req")?
+                .execute([])
+                .context("roll back a failed request")?;
+        }
+        conn.prepare_cached("RELEASE req")?
+            .execute([])
+            .context("release savepoint")?;
+        results.push(res);
+    }
+    conn.prepare_cached("COMMIT")?
+        .execute([])
+        .context("commit group transaction")?;
+    Ok(())
+}
+
+/// Whether an error means the database cannot be written at all (full disk, I/O
+/// error, locked by another process) rather than something about this request.
+fn is_unavailable(e: &anyhow::Error) -> bool {
+    use rusqlite::ErrorCode::*;
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<rusqlite::Error>()
+                .and_then(rusqlite::Error::sqlite_error_code),
+            Some(
+                DatabaseBusy
+                    | DatabaseLocked
+                    | DiskFull
+                    | SystemIoFailure
+                    | CannotOpen
+                    | ReadOnly
+                    | NotADatabase
+                    | DatabaseCorrupt
+                    | OutOfMemory
+            )
+        )
+    })
+}
+
+/// Turns a database error into a [`StoreError`] with context.
+pub(super) fn db_err(e: anyhow::Error) -> StoreError {
+    if is_unavailable(&e) {
+        StoreError::Unavailable(e)
+    } else {
+        StoreError::Other(e)
+    }
+}
+
+trait Ctx<T> {
+    fn ctx(self, what: &'static str) -> StoreResult<T>;
+}
+
+impl<T> Ctx<T> for rusqlite::Result<T> {
+    fn ctx(self, what: &'static str) -> StoreResult<T> {
+        self.map_err(|e| db_err(anyhow::Error::new(e).context(what)))
+    }
+}
+
+impl<T> Ctx<T> for anyhow::Result<T> {
+    fn ctx(self, what: &'static str) -> StoreResult<T> {
+        self.map_err(|e| db_err(e.context(what)))
+    }
+}
+
+fn apply(conn: &Connection, op: &Op) -> StoreResult<Reply> {
+    match op {
+        Op::Create { job, script } => create(conn, job, script).map(|()| Reply::Done),
+        Op::Update {
+            job,
+            script,
+            expected,
+        } => update(conn, job, script.as_deref(), *expected).map(|()| Reply::Done),
+        Op::Delete { id } => delete(conn, id).map(Reply::Deleted),
+        Op::Record { runs } => record(conn, runs).map(|()| Reply::Done),
+        Op::PruneOld { older_than_ms } => prune_old(conn, *older_than_ms),
+        Op::PruneKeep { keep, after_id } => prune_keep(conn, *keep, after_id.as_deref()),
+    }
+}
+
+fn create(conn: &Connection, job: &Job, script: &str) -> StoreResult<()> {
+    let sql = format!(
+        "INSERT INTO jobs ({JOB_COLUMNS}) VALUES \
+         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19) \
+         ON CONFLICT (id) DO NOTHING"
+    );
+    let inserted = conn
+        .prepare_cached(&sql)
+        .ctx("prepare insert job")?
+        .execute(params![
+            job.id,
+            job.name,
+            job.description,
+            job.exec_type.code(),
+            job.cron,
+            job.exec_at_ms,
+            job.timezone,
+            job.enabled,
+            to_i64(job.time_limit_ms, "time_limit_ms").ctx("insert job")?,
+            to_i64(job.memory_limit_mb, "memory_limit_mb").ctx("insert job")?,
+            job.overlap.as_str(),
+            job.misfire.as_str(),
+            job.misfire_window_s,
+            to_i64(job.version, "version").ctx("insert job")?,
+            job.created_at_ms,
+            job.updated_at_ms,
+            job.last.scheduled_at_ms,
+            job.last.started_at_ms,
+            job.last.outcome,
+        ])
+        .ctx("insert job")?;
+    if inserted == 0 {
+        return Err(StoreError::Duplicate(job.id.clone()));
+    }
+    conn.prepare_cached("INSERT OR REPLACE INTO scripts (job_id, source) VALUES (?1, ?2)")
+        .ctx("prepare insert script")?
+        .execute(params![job.id, script])
+        .ctx("insert script")?;
+    Ok(())
+}
+
+fn update(conn: &Connection, job: &Job, script: Option<&str>, expected: u64) -> StoreResult<()> {
+    let expected_i = to_i64(expected, "expected version").ctx("update job")?;
+    let changed = conn
+        .prepare_cached(
+            "UPDATE jobs SET name = ?2, description = ?3, exec_type = ?4, cron = ?5, \
+             exec_at_ms = ?6, timezone = ?7, enabled = ?8, time_limit_ms = ?9, \
+             memory_limit_mb = ?10, overlap = ?11, misfire = ?12, misfire_window_s = ?13, \
+             version = ?14, updated_at_ms = ?15 \
+             WHERE id = ?1 AND version = ?16",
+        )
+        .ctx("prepare update job")?
+        .execute(params![
+            job.id,
+            job.name,
+            job.description,
+            job.exec_type.code(),
+            job.cron,
+            job.exec_at_ms,
+            job.timezone,
+            job.enabled,
+            to_i64(job.time_limit_ms, "time_limit_ms").ctx("update job")?,
+            to_i64(job.memory_limit_mb, "memory_limit_mb").ctx("update job")?,
+            job.overlap.as_str(),
+            job.misfire.as_str(),
+            job.misfire_window_s,
+            to_i64(job.version, "version").ctx("update job")?,
+            job.updated_at_ms,
+            expected_i,
+        ])
+        .ctx("update job")?;
+    if changed == 0 {
+        let exists = conn
+            .prepare_cached("SELECT 1 FROM jobs WHERE id = ?1")
+            .ctx("prepare find job")?
+            .query_row([&job.id], |_| Ok(()))
+            .optional()
+            .ctx("find job")?
+            .is_some();
+        return Err(if exists {
+            StoreError::VersionConflict {
+                id: job.id.clone(),
+                expected,
+            }
+        } else {
+            StoreError::NotFound(job.id.clone())
+        });
+    }
+    if let Some(script) = script {
+        conn.prepare_cached("INSERT OR REPLACE INTO scripts (job_id, source) VALUES (?1, ?2)")
+            .ctx("prepare replace script")?
+            .execute(params![job.id, script])
+            .ctx("replace script")?;
+    }
+    Ok(())
+}
+
+fn delete(conn: &Connection, id: &str) -> StoreResult<bool> {
+    // The script and the history go by ON DELETE CASCADE.
+    let n = conn
+        .prepare_cached("DELETE FROM jobs WHERE id = ?1")
+        .ctx("prepare delete job")?
+        .execute([id])
+        .ctx("delete job")?;
+    Ok(n > 0)
+}
+
+/// Whether a record counts for `last.outcome`: a run that ended, not a placeholder.
+pub(super) fn is_finished(outcome_text: &str) -> bool {
+    !matches!(
+        outcome_text,
+        outcome::RUNNING | outcome::SKIPPED | outcome::MISSED
+    )
+}
+
+fn record(conn: &Connection, runs: &[RunRecord]) -> StoreResult<()> {
+    let mut exists = conn
+        .prepare_cached("SELECT 1 FROM jobs WHERE id = ?1")
+        .ctx("prepare find job")?;
+    let mut upsert = conn
+        .prepare_cached(
+            "INSERT INTO runs (run_id, job_id, trigger_kind, scheduled_at_ms, started_at_ms, \
+             ended_at_ms, outcome, node, error_message, error_stack, cpu_time_us, \
+             peak_memory_bytes, log, log_truncated) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
+             ON CONFLICT (run_id) DO UPDATE SET job_id = excluded.job_id, \
+             trigger_kind = excluded.trigger_kind, scheduled_at_ms = excluded.scheduled_at_ms, \
+             started_at_ms = excluded.started_at_ms, ended_at_ms = excluded.ended_at_ms, \
+             outcome = excluded.outcome, node = excluded.node, \
+             error_message = excluded.error_message, error_stack = excluded.error_stack, \
+             cpu_time_us = excluded.cpu_time_us, peak_memory_bytes = excluded.peak_memory_bytes, \
+             log = excluded.log, log_truncated = excluded.log_truncated",
+        )
+        .ctx("prepare upsert run")?;
+    let mut fold_times = conn
+        .prepare_cached(
+            "UPDATE jobs SET \
+             last_scheduled_ms = CASE WHEN last_scheduled_ms IS NULL OR last_scheduled_ms < ?2 \
+                                      THEN ?2 ELSE last_scheduled_ms END, \
+             last_started_ms = CASE WHEN ?3 IS NOT NULL \
+                                         AND (last_started_ms IS NULL OR last_started_ms < ?3) \
+                                    THEN ?3 ELSE last_started_ms END \
+             WHERE id = ?1",
+        )
+        .ctx("prepare fold run times")?;
+    let mut fold_outcome = conn
+        .prepare_cached(
+            "UPDATE jobs SET last_outcome = ?2, last_outcome_at_ms = ?3, last_outcome_run_id = ?4 \
+             WHERE id = ?1 AND (last_outcome_at_ms IS NULL OR last_outcome_at_ms < ?3 \
+                                OR (last_outcome_at_ms = ?3 AND last_outcome_run_id <= ?4))",
+        )
+        .ctx("prepare fold run outcome")?;
+    for run in runs {
+        let known = exists
+            .query_row([&run.job_id], |_| Ok(()))
+            .optional()
+            .ctx("find job of run")?
+            .is_some();
+        if !known {
+            // The job was deleted while the run was under way.
+            continue;
+        }
+        upsert
+            .execute(params![
+                run.run_id,
+                run.job_id,
+                trigger_str(run.trigger),
+                run.scheduled_at_ms,
+                run.started_at_ms,
+                run.ended_at_ms,
+                run.outcome,
+                run.node,
+                run.error_message,
+                run.error_stack,
+                opt_to_i64(run.cpu_time_us, "cpu_time_us").ctx("upsert run")?,
+                opt_to_i64(run.peak_memory_bytes, "peak_memory_bytes").ctx("upsert run")?,
+                encode_log(&run.log).ctx("upsert run")?,
+                run.log_truncated,
+            ])
+            .ctx("upsert run")?;
+        fold_times
+            .execute(params![run.job_id, run.scheduled_at_ms, run.started_at_ms])
+            .ctx("fold run times into job")?;
+        if is_finished(&run.outcome) {
+            let at = run.started_at_ms.unwrap_or(run.scheduled_at_ms);
+            fold_outcome
+                .execute(params![run.job_id, run.outcome, at, run.run_id])
+                .ctx("fold run outcome into job")?;
+        }
+    }
+    Ok(())
+}
+
+fn chunk_i64() -> i64 {
+    // A small constant; the cast cannot truncate.
+    PRUNE_CHUNK as i64
+}
+
+fn prune_old(conn: &Connection, older_than_ms: i64) -> StoreResult<Reply> {
+    let n = conn
+        .prepare_cached(
+            "DELETE FROM runs WHERE rowid IN \
+             (SELECT rowid FROM runs WHERE scheduled_at_ms < ?1 LIMIT ?2)",
+        )
+        .ctx("prepare prune old runs")?
+        .execute(params![older_than_ms, chunk_i64()])
+        .ctx("prune old runs")?;
+    Ok(Reply::Pruned {
+        deleted: n as u64,
+        next: None,
+    })
+}
+
+fn prune_keep(conn: &Connection, keep: u32, after_id: Option<&str>) -> StoreResult<Reply> {
+    // The page of jobs this request looks at: ids in (after_id, last].
+    let last: Option<String> = conn
+        .prepare_cached(
+            "SELECT max(id) FROM \
+             (SELECT id FROM jobs WHERE ?1 IS NULL OR id > ?1 ORDER BY id LIMIT ?2)",
+        )
+        .ctx("prepare page jobs to prune")?
+        .query_row(params![after_id, PRUNE_JOB_PAGE as i64], |r| r.get(0))
+        .ctx("page jobs to prune")?;
+    let Some(last) = last else {
+        return Ok(Reply::Pruned {
+            deleted: 0,
+            next: None,
+        });
+    };
+    let n = conn
+        .prepare_cached(
+            "DELETE FROM runs WHERE rowid IN ( \
+               SELECT rid FROM ( \
+                 SELECT rowid AS rid, ROW_NUMBER() OVER ( \
+                   PARTITION BY job_id ORDER BY scheduled_at_ms DESC, run_id DESC) AS rn \
+                 FROM runs WHERE (?1 IS NULL OR job_id > ?1) AND job_id <= ?2) \
+               WHERE rn > ?3 LIMIT ?4)",
+        )
+        .ctx("prepare prune runs by count")?
+        .execute(params![after_id, last, keep, chunk_i64()])
+        .ctx("prune runs by count")? as u64;
+    // A full chunk may have left more in this page: look at it again.
+    let next = if n >= PRUNE_CHUNK {
+        after_id.map(str::to_owned)
+    } else {
+        Some(last)
+    };
+    Ok(Reply::Pruned {
+        deleted: n,
+        next: Some(next),
+    })
+}
