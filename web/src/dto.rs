@@ -11,7 +11,7 @@ use serde::{Deserialize, Deserializer, Serialize, de};
 use utoipa::ToSchema;
 
 /// `0` timing (cron), `1` delay (once at `execAt`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ExecType {
     Timing,
     Delay,
@@ -58,6 +58,27 @@ impl<'de> Deserialize<'de> for ExecType {
             .ok_or_else(|| de::Error::custom(format!("must be 0 (timing) or 1 (delay), not {n}")))
     }
 }
+
+/// The OpenAPI schema of an enum sent as a small integer (the derive would say string).
+fn int_enum_schema(
+    description: &str,
+    values: [u8; 2],
+) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .enum_values(Some(values))
+        .description(Some(description))
+        .into()
+}
+
+impl utoipa::PartialSchema for ExecType {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        int_enum_schema("`0` timing (cron), `1` delay (once at `execAt`)", [0, 1])
+    }
+}
+
+impl ToSchema for ExecType {}
 
 /// Accepts `12`, `"12"` and `12.0`; refuses anything else with a readable message.
 fn lenient_i64<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
@@ -149,7 +170,7 @@ pub struct JobInput {
 }
 
 /// `0` stopped, `1` running (scheduled).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JobState {
     Stopped,
     Running,
@@ -163,6 +184,14 @@ impl Serialize for JobState {
         })
     }
 }
+
+impl utoipa::PartialSchema for JobState {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        int_enum_schema("`0` stopped, `1` running (scheduled)", [0, 1])
+    }
+}
+
+impl ToSchema for JobState {}
 
 /// A job as the API shows it: never its script.
 #[derive(Debug, Clone, Serialize, ToSchema)]

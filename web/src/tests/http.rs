@@ -940,6 +940,15 @@ async fn openapi_lists_every_route_and_only_those() {
         }
     }
     assert!(r.json["components"]["schemas"].get("JobView").is_some());
+    // Sent as numbers, so documented as numbers.
+    assert_eq!(
+        r.json["components"]["schemas"]["ExecType"]["type"],
+        "integer"
+    );
+    assert_eq!(
+        r.json["components"]["schemas"]["JobState"]["type"],
+        "integer"
+    );
     assert!(
         r.json["components"]["securitySchemes"]
             .get("bearer")
