@@ -76,6 +76,16 @@ pub struct PoolArgs {
     /// Largest HTTP response body a script may receive, KiB.
     #[arg(long = "http-max-body-kb", env = "TRAITOR_HTTP_MAX_BODY_KB", default_value_t = 10_240)]
     pub http_max_body_kb: u64,
+    /// Address-space limit (RLIMIT_AS) of each worker process, MiB.
+    #[arg(long = "worker-memory-mb", env = "TRAITOR_WORKER_MEMORY_MB", default_value_t = 1024)]
+    pub worker_memory_mb: u64,
+    /// How long a worker gets to stop a run after its time limit or a cancel before the
+    /// worker is killed from outside, milliseconds.
+    #[arg(long = "kill-grace-ms", env = "TRAITOR_KILL_GRACE_MS", default_value_t = 1000)]
+    pub kill_grace_ms: u64,
+    /// Most runs one worker holds at once; more wait in the pool's queue.
+    #[arg(long = "max-runs-per-worker", env = "TRAITOR_MAX_RUNS_PER_WORKER", default_value_t = 64)]
+    pub max_runs_per_worker: usize,
 }
 
 #[derive(Debug, Clone, Args)]
