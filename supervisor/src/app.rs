@@ -75,6 +75,7 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let (history, history_task) = history::spawn_writer(store.clone());
     let (exhausted_tx, exhausted_rx) = mpsc::unbounded_channel();
     let base_limits = cfg.limits.limits();
+    let stats = Arc::new(crate::stats::RunStats::default());
     let runner = Runner::new(
         pool.clone(),
         store.clone(),
@@ -82,6 +83,7 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         node.clone(),
         base_limits,
         exhausted_tx,
+        stats.clone(),
     );
     let (sched, sched_task) = scheduler::spawn(runner.clone());
     runner.attach(sched.clone());
@@ -96,6 +98,7 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         },
         node,
         "std",
+        stats,
     ));
     tokio::spawn({
         let s = service.clone();

@@ -16,4 +16,5 @@ pub mod pool;
 pub mod runner;
 pub mod scheduler;
 pub mod service;
+pub mod stats;
 pub mod store;

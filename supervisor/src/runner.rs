@@ -18,6 +18,7 @@ use crate::history::HistoryTx;
 use crate::job::{LogLine, RunRecord, Trigger, outcome};
 use crate::pool::{Pool, RunEvent, RunRequest};
 use crate::scheduler::{Dispatch, Fire, JobMeta, SchedulerHandle, now_ms};
+use crate::stats::{Observed, RunStats};
 use crate::store::Store;
 
 /// Console output kept with a run in history.
@@ -40,6 +41,7 @@ struct Inner {
     base_limits: Limits,
     exhausted: mpsc::UnboundedSender<Arc<JobMeta>>,
     tasks: TaskTracker,
+    stats: Arc<RunStats>,
 }
 
 impl Runner {
@@ -50,6 +52,7 @@ impl Runner {
         node: String,
         base_limits: Limits,
         exhausted: mpsc::UnboundedSender<Arc<JobMeta>>,
+        stats: Arc<RunStats>,
     ) -> Self {
         Runner(Arc::new(Inner {
             pool,
@@ -61,6 +64,7 @@ impl Runner {
             base_limits,
             exhausted,
             tasks: TaskTracker::new(),
+            stats,
         }))
     }
 
@@ -108,10 +112,12 @@ impl Runner {
     }
 
     fn record(&self, meta: &JobMeta, scheduled_ms: i64, outcome: &str) {
-        self.0.history.record(RunRecord {
+        let rec = RunRecord {
             outcome: outcome.to_owned(),
             ..blank_record(new_run_id(), meta, scheduled_ms, Trigger::Schedule, &self.0.node)
-        });
+        };
+        observe(&self.0.stats, &rec, &meta.name);
+        self.0.history.record(rec);
     }
 }
 
@@ -187,6 +193,7 @@ async fn run_one(inner: &Inner, run_id: String, fire: Fire, limits: Limits) {
             rec.outcome = protocol::Outcome::Failed.as_str().to_owned();
             rec.ended_at_ms = Some(now_ms());
             rec.error_message = Some(format!("could not load the script: {e}"));
+            observe(&inner.stats, &rec, &meta.name);
             inner.history.record(rec);
             return;
         }
@@ -217,7 +224,20 @@ async fn run_one(inner: &Inner, run_id: String, fire: Fire, limits: Limits) {
         }
     }
     (rec.log, rec.log_truncated) = log.finish();
+    observe(&inner.stats, &rec, &meta.name);
     inner.history.record(rec);
+}
+
+fn observe(stats: &RunStats, rec: &RunRecord, job_name: &str) {
+    stats.record(Observed {
+        outcome: &rec.outcome,
+        at_ms: rec.started_at_ms.unwrap_or(rec.scheduled_at_ms),
+        lateness_ms: rec.started_at_ms.map(|s| s - rec.scheduled_at_ms),
+        job_id: &rec.job_id,
+        job_name,
+        run_id: &rec.run_id,
+        message: rec.error_message.as_deref(),
+    });
 }
 
 pub fn system_ms(t: std::time::SystemTime) -> i64 {

@@ -89,6 +89,7 @@ enum Command {
     Remove(Arc<str>, oneshot::Sender<()>),
     Finished(Arc<str>),
     Next(Arc<str>, oneshot::Sender<Option<i64>>),
+    Upcoming(usize, oneshot::Sender<Vec<(Arc<JobMeta>, i64)>>),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -129,6 +130,15 @@ impl SchedulerHandle {
         let (tx, rx) = oneshot::channel();
         self.send(Command::Next(id.into(), tx)).ok()?;
         rx.await.ok().flatten()
+    }
+
+    /// The `n` soonest occurrences in the wheel, soonest first.
+    pub async fn upcoming(&self, n: usize) -> Vec<(Arc<JobMeta>, i64)> {
+        let (tx, rx) = oneshot::channel();
+        if self.send(Command::Upcoming(n, tx)).is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
     }
 
     /// Stops firing; answered when the scheduler task has ended.
@@ -286,6 +296,23 @@ impl<D: Dispatch> SchedulerTask<D> {
             }
             Command::Next(id, ack) => {
                 let _ = ack.send(self.entries.get(&id).map(|e| e.next_ms));
+            }
+            Command::Upcoming(n, ack) => {
+                // A bounded max-heap keeps the n soonest in one pass.
+                let mut heap: std::collections::BinaryHeap<(i64, &Arc<str>)> =
+                    std::collections::BinaryHeap::with_capacity(n + 1);
+                for (id, e) in &self.entries {
+                    heap.push((e.next_ms, id));
+                    if heap.len() > n {
+                        heap.pop();
+                    }
+                }
+                let mut out: Vec<(Arc<JobMeta>, i64)> = heap
+                    .into_iter()
+                    .filter_map(|(t, id)| self.entries.get(id).map(|e| (e.job.meta.clone(), t)))
+                    .collect();
+                out.sort_by_key(|(_, t)| *t);
+                let _ = ack.send(out);
             }
             Command::Shutdown(_) => unreachable!("handled by the loop"),
         }

@@ -21,6 +21,7 @@ use crate::job::{Job, LastRun, MisfirePolicy, OverlapPolicy, RunRecord};
 use crate::pool::{Pool, RunEvent, RunRequest};
 use crate::runner::{Runner, job_context, system_ms};
 use crate::scheduler::{JobMeta, JobSchedule, Plan, SchedulerHandle, now_ms};
+use crate::stats::RunStats;
 use crate::store::{JobListQuery, JobOrder, RunListQuery, Store, StoreError};
 
 /// Bounds on what a user can store (contract §7).
@@ -54,6 +55,8 @@ pub struct Service {
     node: String,
     mode: &'static str,
     locks: Vec<Mutex<()>>,
+    stats: Arc<RunStats>,
+    started_at: DateTime<Utc>,
 }
 
 const LOCK_STRIPES: usize = 256;
@@ -67,6 +70,7 @@ impl Service {
         defaults: JobDefaults,
         node: String,
         mode: &'static str,
+        stats: Arc<RunStats>,
     ) -> Self {
         Service {
             store,
@@ -77,6 +81,8 @@ impl Service {
             node,
             mode,
             locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+            stats,
+            started_at: Utc::now(),
         }
     }
 
@@ -753,5 +759,47 @@ impl Backend for Service {
             jobs_scheduled: self.scheduler.scheduled(),
             problems,
         }
+    }
+
+    async fn stats(&self) -> ServiceResult<Stats> {
+        let (stopped, running) = self.store.count_jobs().await.map_err(store_err)?;
+        let now = now_ms();
+        let snap = self.stats.snapshot(now);
+        let pool = self.pool.stats();
+        let upcoming = self
+            .scheduler
+            .upcoming(10)
+            .await
+            .into_iter()
+            .map(|(m, at)| UpcomingRun {
+                job_id: m.id.to_string(),
+                name: m.name.clone(),
+                at: ms_to_dt(at),
+            })
+            .collect();
+        Ok(Stats {
+            jobs_total: stopped + running,
+            jobs_running: running,
+            jobs_stopped: stopped,
+            runs_last_hour: snap.last_hour,
+            runs_last_day: snap.last_day,
+            success_rate_last_hour: snap.success_rate_last_hour,
+            lateness_p50_ms: snap.lateness_p50_ms,
+            lateness_p99_ms: snap.lateness_p99_ms,
+            per_minute: snap.per_minute,
+            upcoming,
+            recent_failures: snap.recent_failures,
+            nodes: vec![NodeStats {
+                node: self.node.clone(),
+                heartbeat_age_ms: 0,
+                jobs_owned: self.scheduler.scheduled(),
+                is_self: true,
+            }],
+            workers_alive: pool.workers_alive,
+            workers_busy: pool.workers_busy,
+            runs_in_flight: pool.runs_in_flight,
+            runs_queued: pool.runs_queued,
+            started_at: self.started_at,
+        })
     }
 }

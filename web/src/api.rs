@@ -39,6 +39,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("/api/cron/preview", "get"),
     ("/api/debug", "get"),
     ("/healthz", "get"),
+    ("/api/stats", "get"),
     ("/api/openapi.json", "get"),
 ];
 
@@ -62,6 +63,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/cron/preview", get(cron_preview))
         .route("/api/debug", get(crate::debug::debug))
         .route("/healthz", get(health))
+        .route("/api/stats", get(stats))
         .route("/api/openapi.json", get(openapi_json))
 }
 
@@ -428,6 +430,16 @@ pub async fn cron_preview(
         .cron_preview(cron, params.get("timezone"), count, after)
         .await?;
     Ok(data(times))
+}
+
+/// The dashboard: job counts, runs by outcome in the last hour and day, fire lateness,
+/// runs per minute, the next runs, recent failures, workers and nodes.
+#[utoipa::path(get, path = "/api/stats", tag = "service",
+    responses(
+        (status = 200, description = "The numbers", body = Data<Stats>),
+    ))]
+pub async fn stats(State(state): State<AppState>) -> ApiResult<Json<Data<Stats>>> {
+    Ok(data(state.backend.stats().await?))
 }
 
 /// Health of this node: 200 when `status` is `ok`, 503 when `degraded`. The body is

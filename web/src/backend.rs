@@ -92,4 +92,6 @@ pub trait Backend: Send + Sync + 'static {
     /// Starts a debug run on this node. Does not touch the job's state or history.
     async fn debug(&self, source: DebugSource) -> ServiceResult<DebugSession>;
     async fn health(&self) -> Health;
+    /// The dashboard's numbers.
+    async fn stats(&self) -> ServiceResult<Stats>;
 }

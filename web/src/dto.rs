@@ -389,6 +389,88 @@ pub struct Health {
     pub problems: Vec<String>,
 }
 
+/// Counts of runs by outcome.
+#[derive(Debug, Clone, Default, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OutcomeCounts {
+    pub succeeded: u64,
+    pub failed: u64,
+    pub timed_out: u64,
+    pub out_of_memory: u64,
+    pub output_limit: u64,
+    pub crashed: u64,
+    pub cancelled: u64,
+    pub skipped: u64,
+    pub missed: u64,
+}
+
+/// One minute of the dashboard's charts.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MinuteStats {
+    pub at: DateTime<Utc>,
+    pub runs: OutcomeCounts,
+    /// Fire lateness of the runs started in this minute, milliseconds (bucketed).
+    pub lateness_p50_ms: Option<f64>,
+    pub lateness_p99_ms: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UpcomingRun {
+    pub job_id: String,
+    pub name: String,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RecentFailure {
+    pub job_id: String,
+    pub name: String,
+    pub run_id: String,
+    pub outcome: String,
+    pub at: DateTime<Utc>,
+    pub message: Option<String>,
+}
+
+/// A node of the cluster (one entry in standalone mode).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeStats {
+    pub node: String,
+    /// Milliseconds since its last heartbeat (0 for this node).
+    pub heartbeat_age_ms: u64,
+    pub jobs_owned: u64,
+    pub is_self: bool,
+}
+
+/// The dashboard (`GET /api/stats`). Run counts and lateness are kept by this node since
+/// it started, in one-minute buckets.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Stats {
+    pub jobs_total: u64,
+    pub jobs_running: u64,
+    pub jobs_stopped: u64,
+    pub runs_last_hour: OutcomeCounts,
+    pub runs_last_day: OutcomeCounts,
+    /// Succeeded / finished runs in the last hour; `null` with no runs.
+    pub success_rate_last_hour: Option<f64>,
+    pub lateness_p50_ms: Option<f64>,
+    pub lateness_p99_ms: Option<f64>,
+    /// The last 60 minutes, oldest first.
+    pub per_minute: Vec<MinuteStats>,
+    pub upcoming: Vec<UpcomingRun>,
+    pub recent_failures: Vec<RecentFailure>,
+    pub nodes: Vec<NodeStats>,
+    pub workers_alive: usize,
+    pub workers_busy: usize,
+    pub runs_in_flight: usize,
+    pub runs_queued: usize,
+    pub started_at: DateTime<Utc>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -314,6 +314,29 @@ impl Backend for Fake {
         Ok(DebugSession { events: rx, cancel })
     }
 
+    async fn stats(&self) -> ServiceResult<Stats> {
+        let jobs = 0;
+        Ok(Stats {
+            jobs_total: jobs,
+            jobs_running: 0,
+            jobs_stopped: jobs,
+            runs_last_hour: OutcomeCounts::default(),
+            runs_last_day: OutcomeCounts::default(),
+            success_rate_last_hour: None,
+            lateness_p50_ms: None,
+            lateness_p99_ms: None,
+            per_minute: vec![],
+            upcoming: vec![],
+            recent_failures: vec![],
+            nodes: vec![],
+            workers_alive: 2,
+            workers_busy: 0,
+            runs_in_flight: 0,
+            runs_queued: 0,
+            started_at: Utc::now(),
+        })
+    }
+
     async fn health(&self) -> Health {
         let degraded = self.degraded.load(Ordering::SeqCst);
         Health {
