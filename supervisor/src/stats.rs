@@ -246,7 +246,7 @@ mod tests {
     #[test]
     fn counts_and_rates_cover_the_last_hour_and_day() {
         let s = RunStats::default();
-        let now = 10 * 86_400_000;
+        let now = 10 * 86_400_000 + 30_000;
         s.record(obs("succeeded", now - 1_000, 2));
         s.record(obs("succeeded", now - 61_000, 3));
         s.record(obs("failed", now - 120_000, 40));
