@@ -145,7 +145,10 @@ impl Server {
             }
             if Instant::now() > deadline {
                 let _ = c.kill();
-                panic!("traitor did not stop within 30 s of SIGTERM:\n{}", self.log());
+                panic!(
+                    "traitor did not stop within 30 s of SIGTERM:\n{}",
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -38,7 +38,10 @@ async fn create_get_update_script_enable_delete_round_trip() {
         .await;
     assert_eq!(status, 200, "{v}");
     let id = v["data"].as_str().unwrap().to_owned();
-    assert_eq!(v["id"], v["data"], "the seed's README says id, its code says data");
+    assert_eq!(
+        v["id"], v["data"],
+        "the seed's README says id, its code says data"
+    );
 
     let (status, job) = s.get(&format!("/api/job?id={id}")).await;
     assert_eq!(status, 200);
@@ -49,16 +52,28 @@ async fn create_get_update_script_enable_delete_round_trip() {
     assert_eq!(job["cron"], "0 0 8 ? * MON");
     assert_eq!(job["state"], 0, "created jobs are stopped");
     assert_eq!(job["timezone"], "UTC");
-    assert!(job.get("script").is_none(), "GET /api/job never returns the script");
-    assert!(job["nextExecTime"].is_null(), "a stopped job has no next run");
+    assert!(
+        job.get("script").is_none(),
+        "GET /api/job never returns the script"
+    );
+    assert!(
+        job["nextExecTime"].is_null(),
+        "a stopped job has no next run"
+    );
     assert!(job["createdAt"].as_str().unwrap().contains('T'), "RFC 3339");
 
     let (status, v) = s.get(&format!("/api/script?id={id}")).await;
     assert_eq!(status, 200);
-    assert_eq!(v["data"], json!({"jobId": id, "script": "console.log('hi')"}));
+    assert_eq!(
+        v["data"],
+        json!({"jobId": id, "script": "console.log('hi')"})
+    );
 
     let (status, _) = s
-        .post(&format!("/api/script?id={id}"), json!({"script": "console.log('v2')"}))
+        .post(
+            &format!("/api/script?id={id}"),
+            json!({"script": "console.log('v2')"}),
+        )
         .await;
     assert_eq!(status, 200);
     let (_, v) = s.get(&format!("/api/script?id={id}")).await;
@@ -78,19 +93,27 @@ async fn create_get_update_script_enable_delete_round_trip() {
     assert_eq!(v["data"]["cron"], "*/5 * * * *");
     assert_eq!(v["data"]["timezone"], "Europe/Berlin");
 
-    let (status, _) = s.post(&format!("/api/enable?id={id}&enable=true"), json!({})).await;
+    let (status, _) = s
+        .post(&format!("/api/enable?id={id}&enable=true"), json!({}))
+        .await;
     assert_eq!(status, 200);
     let (_, v) = s.get(&format!("/api/job?id={id}")).await;
     assert_eq!(v["data"]["state"], 1);
-    let next = v["data"]["nextExecTime"].as_str().expect("a running job has a next run");
+    let next = v["data"]["nextExecTime"]
+        .as_str()
+        .expect("a running job has a next run");
     let next = chrono::DateTime::parse_from_rfc3339(next).unwrap();
     assert!(next.timestamp_millis() > now_ms());
     assert_eq!(next.timestamp() % 300, 0, "*/5 minutes");
 
     // Idempotent.
-    let (status, _) = s.post(&format!("/api/enable?id={id}&enable=true"), json!({})).await;
+    let (status, _) = s
+        .post(&format!("/api/enable?id={id}&enable=true"), json!({}))
+        .await;
     assert_eq!(status, 200);
-    let (status, _) = s.post(&format!("/api/enable?id={id}&enable=false"), json!({})).await;
+    let (status, _) = s
+        .post(&format!("/api/enable?id={id}&enable=false"), json!({}))
+        .await;
     assert_eq!(status, 200);
     let (_, v) = s.get(&format!("/api/job?id={id}")).await;
     assert_eq!(v["data"]["state"], 0);
@@ -135,26 +158,102 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
         }
     };
     let (status, v) = raw("{not json").await;
-    assert_eq!((status, v["code"].as_str()), (400, Some("malformed_json")), "{v}");
+    assert_eq!(
+        (status, v["code"].as_str()),
+        (400, Some("malformed_json")),
+        "{v}"
+    );
     let (status, v) = raw(r#"{"name": 5, "cron": "* * * * *"}"#).await;
     assert_eq!(status, 400, "{v}");
     assert_eq!(v["field"], "name", "{v}");
 
     let cases: Vec<(&str, String, Value, u16, &str)> = vec![
-        ("bad cron", "/api/job?type=timing".into(), json!({"cron": "61 * * * *"}), 400, "cron"),
-        ("missing cron", "/api/job?type=timing".into(), json!({"name": "x"}), 400, "cron"),
-        ("bad zone", "/api/job?type=timing".into(), json!({"cron": "* * * * *", "timezone": "Mars/Base"}), 400, "timezone"),
-        ("bad type", "/api/job?type=weekly".into(), json!({"cron": "* * * * *"}), 400, "type"),
-        ("past execAt", "/api/job?type=delay".into(), json!({"execAt": 1672502400}), 400, "execAt"),
-        ("execAt too soon", "/api/job?type=delay".into(), json!({"execAt": (now_ms() + 1000).to_string()}), 400, "execAt"),
-        ("execAt wrong type", "/api/job?type=delay".into(), json!({"execAt": "tomorrow"}), 400, "execAt"),
-        ("bad jobId", "/api/job?type=timing".into(), json!({"jobId": "a b/c", "cron": "* * * * *"}), 400, "jobId"),
+        (
+            "bad cron",
+            "/api/job?type=timing".into(),
+            json!({"cron": "61 * * * *"}),
+            400,
+            "cron",
+        ),
+        (
+            "missing cron",
+            "/api/job?type=timing".into(),
+            json!({"name": "x"}),
+            400,
+            "cron",
+        ),
+        (
+            "bad zone",
+            "/api/job?type=timing".into(),
+            json!({"cron": "* * * * *", "timezone": "Mars/Base"}),
+            400,
+            "timezone",
+        ),
+        (
+            "bad type",
+            "/api/job?type=weekly".into(),
+            json!({"cron": "* * * * *"}),
+            400,
+            "type",
+        ),
+        (
+            "past execAt",
+            "/api/job?type=delay".into(),
+            json!({"execAt": 1672502400}),
+            400,
+            "execAt",
+        ),
+        (
+            "execAt too soon",
+            "/api/job?type=delay".into(),
+            json!({"execAt": (now_ms() + 1000).to_string()}),
+            400,
+            "execAt",
+        ),
+        (
+            "execAt wrong type",
+            "/api/job?type=delay".into(),
+            json!({"execAt": "tomorrow"}),
+            400,
+            "execAt",
+        ),
+        (
+            "bad jobId",
+            "/api/job?type=timing".into(),
+            json!({"jobId": "a b/c", "cron": "* * * * *"}),
+            400,
+            "jobId",
+        ),
         // The seed's README runs a timing job with only `cron`: the type is inferred
         // when the body is unambiguous, and refused when it is not.
-        ("run with no way to tell the type", "/api/run".into(), json!({"name": "x"}), 400, "type"),
-        ("run with both cron and execAt", "/api/run".into(), json!({"cron": "* * * * *", "execAt": now_ms() + 60_000}), 400, "type"),
-        ("expired cron on run", "/api/run".into(), json!({"execType": 0, "cron": "0 0 0 1 1 ? 2020"}), 400, "cron"),
-        ("limit out of range", "/api/job?type=timing".into(), json!({"cron": "* * * * *", "timeLimitMs": 0}), 400, "timeLimitMs"),
+        (
+            "run with no way to tell the type",
+            "/api/run".into(),
+            json!({"name": "x"}),
+            400,
+            "type",
+        ),
+        (
+            "run with both cron and execAt",
+            "/api/run".into(),
+            json!({"cron": "* * * * *", "execAt": now_ms() + 60_000}),
+            400,
+            "type",
+        ),
+        (
+            "expired cron on run",
+            "/api/run".into(),
+            json!({"execType": 0, "cron": "0 0 0 1 1 ? 2020"}),
+            400,
+            "cron",
+        ),
+        (
+            "limit out of range",
+            "/api/job?type=timing".into(),
+            json!({"cron": "* * * * *", "timeLimitMs": 0}),
+            400,
+            "timeLimitMs",
+        ),
     ];
     for (what, path, body, want, field) in cases {
         let (status, v) = s.post(&path, body).await;
@@ -164,7 +263,10 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
     }
 
     let (status, v) = s
-        .post("/api/job?type=timing", json!({"jobId": "fixed-id", "cron": "* * * * *", "name": "dup"}))
+        .post(
+            "/api/job?type=timing",
+            json!({"jobId": "fixed-id", "cron": "* * * * *", "name": "dup"}),
+        )
         .await;
     assert_eq!((status, v["code"].as_str()), (409, Some("conflict")), "{v}");
     let (_, v) = s.get("/api/job?id=fixed-id").await;
@@ -172,20 +274,31 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
 
     let big = "x".repeat(10 * 1024 * 1024);
     let (status, v) = s
-        .post("/api/job?type=timing", json!({"cron": "* * * * *", "script": big}))
+        .post(
+            "/api/job?type=timing",
+            json!({"cron": "* * * * *", "script": big}),
+        )
         .await;
     assert_eq!(status, 413, "{v}");
     let over = format!("//{}", "x".repeat(1024 * 1024));
     let (status, v) = s
-        .post("/api/job?type=timing", json!({"cron": "* * * * *", "script": over}))
+        .post(
+            "/api/job?type=timing",
+            json!({"cron": "* * * * *", "script": over}),
+        )
         .await;
     assert_eq!(status, 413, "{v}");
     let (status, v) = s
-        .post(&format!("/api/script?id={id}"), json!({"script": format!("//{}", "y".repeat(1024 * 1024))}))
+        .post(
+            &format!("/api/script?id={id}"),
+            json!({"script": format!("//{}", "y".repeat(1024 * 1024))}),
+        )
         .await;
     assert_eq!(status, 413, "{v}");
 
-    let (status, v) = s.post(&format!("/api/enable?id={id}&enable=maybe"), json!({})).await;
+    let (status, v) = s
+        .post(&format!("/api/enable?id={id}&enable=maybe"), json!({}))
+        .await;
     assert_eq!(status, 400, "{v}");
     assert_eq!(v["field"], "enable", "{v}");
     let (status, _) = s.post("/api/enable?id=nope&enable=true", json!({})).await;
@@ -193,13 +306,23 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
     let (status, _) = s.get("/api/job?id=nope").await;
     assert_eq!(status, 404);
     let (status, v) = s.get("/api/job").await;
-    assert_eq!((status, v["code"].as_str()), (400, Some("missing_parameter")), "{v}");
-    let (status, _) = s.call("PUT", "/api/job?id=nope", Some(json!({"name": "x"}))).await;
+    assert_eq!(
+        (status, v["code"].as_str()),
+        (400, Some("missing_parameter")),
+        "{v}"
+    );
+    let (status, _) = s
+        .call("PUT", "/api/job?id=nope", Some(json!({"name": "x"})))
+        .await;
     assert_eq!(status, 404);
 
     // An update whose merged result is invalid changes nothing.
     let (status, v) = s
-        .call("PUT", &format!("/api/job?id={id}"), Some(json!({"name": "new", "cron": "bogus"})))
+        .call(
+            "PUT",
+            &format!("/api/job?id={id}"),
+            Some(json!({"name": "new", "cron": "bogus"})),
+        )
         .await;
     assert_eq!(status, 400, "{v}");
     let (_, v) = s.get(&format!("/api/job?id={id}")).await;
@@ -214,9 +337,15 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
 #[tokio::test]
 async fn scripts_of_256_kib_and_many_jobs_are_routine() {
     let s = Server::start().await;
-    let script = format!("const s = `{}`; console.log(s.length)", "z".repeat(256 * 1024));
+    let script = format!(
+        "const s = `{}`; console.log(s.length)",
+        "z".repeat(256 * 1024)
+    );
     let (status, v) = s
-        .post("/api/job?type=timing", json!({"cron": "@hourly", "script": script}))
+        .post(
+            "/api/job?type=timing",
+            json!({"cron": "@hourly", "script": script}),
+        )
         .await;
     assert_eq!(status, 200, "{v}");
     let id = v["data"].as_str().unwrap();
@@ -247,7 +376,9 @@ async fn scripts_of_256_kib_and_many_jobs_are_routine() {
     let mut offset = 0;
     loop {
         let (status, v) = s
-            .get(&format!("/api/jobs?search=job&sort=name&order=asc&offset={offset}&limit=37"))
+            .get(&format!(
+                "/api/jobs?search=job&sort=name&order=asc&offset={offset}&limit=37"
+            ))
             .await;
         assert_eq!(status, 200, "{v}");
         assert_eq!(v["data"]["total"], 300);
@@ -256,7 +387,10 @@ async fn scripts_of_256_kib_and_many_jobs_are_routine() {
             break;
         }
         for it in &items {
-            assert!(seen.insert(it["name"].as_str().unwrap().to_owned()), "no duplicates across pages");
+            assert!(
+                seen.insert(it["name"].as_str().unwrap().to_owned()),
+                "no duplicates across pages"
+            );
         }
         offset += 37;
     }
@@ -276,7 +410,9 @@ async fn an_every_second_job_runs_once_per_second() {
         .run_job(json!({"execType": "0", "cron": "* * * * * *", "script": "console.log('tick', job.scheduledAt)"}))
         .await;
     tokio::time::sleep(Duration::from_millis(4_300)).await;
-    let (status, _) = s.post(&format!("/api/enable?id={id}&enable=false"), json!({})).await;
+    let (status, _) = s
+        .post(&format!("/api/enable?id={id}&enable=false"), json!({}))
+        .await;
     assert_eq!(status, 200);
     let stopped_at = now_ms();
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -292,7 +428,11 @@ async fn an_every_second_job_runs_once_per_second() {
     scheduled.sort();
     assert!((3..=5).contains(&scheduled.len()), "{runs:#?}");
     for w in scheduled.windows(2) {
-        assert_eq!(w[1] - w[0], 1000, "one run per second, none twice: {scheduled:?}");
+        assert_eq!(
+            w[1] - w[0],
+            1000,
+            "one run per second, none twice: {scheduled:?}"
+        );
     }
     for r in &runs {
         assert_eq!(r["outcome"], "succeeded", "{r}");
@@ -300,7 +440,10 @@ async fn an_every_second_job_runs_once_per_second() {
         let lateness = r["latenessMs"].as_i64().unwrap();
         assert!(lateness >= 0, "never early: {r}");
     }
-    assert!(scheduled.iter().all(|t| *t <= stopped_at), "nothing after the stop answered");
+    assert!(
+        scheduled.iter().all(|t| *t <= stopped_at),
+        "nothing after the stop answered"
+    );
 
     // Each run kept its console output.
     let run_id = runs[0]["runId"].as_str().unwrap();
@@ -310,7 +453,11 @@ async fn an_every_second_job_runs_once_per_second() {
     let sched = chrono::DateTime::parse_from_rfc3339(v["data"]["scheduledAt"].as_str().unwrap())
         .unwrap()
         .timestamp_millis();
-    assert_eq!(text, format!("tick {sched}"), "job.scheduledAt is the occurrence");
+    assert_eq!(
+        text,
+        format!("tick {sched}"),
+        "job.scheduledAt is the occurrence"
+    );
 
     let (_, v) = s.get(&format!("/api/job?id={id}")).await;
     assert!(v["data"]["lastExecTime"].is_string(), "{v}");
@@ -344,7 +491,10 @@ async fn a_delay_job_runs_once_at_its_instant_then_reads_stopped() {
     assert_eq!(scheduled, at);
     assert!(r["latenessMs"].as_i64().unwrap() >= 0);
     let (_, v) = s.get(&format!("/api/job?id={id}")).await;
-    assert_eq!(v["data"]["state"], 0, "a delay job reads stopped after it ran");
+    assert_eq!(
+        v["data"]["state"], 0,
+        "a delay job reads stopped after it ran"
+    );
     assert!(v["data"]["nextExecTime"].is_null());
 }
 
@@ -360,17 +510,22 @@ async fn an_acknowledged_create_survives_kill_9_and_resumes() {
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["data"]["state"], 1);
     let restarted = now_ms();
-    s.eventually(Duration::from_secs(10), "a run after the restart", || async {
-        let runs = finished_runs(&s, &id).await;
-        runs.iter()
-            .any(|r| {
-                let t = chrono::DateTime::parse_from_rfc3339(r["scheduledAt"].as_str().unwrap())
-                    .unwrap()
-                    .timestamp_millis();
-                t >= restarted && r["outcome"] == "succeeded"
-            })
-            .then_some(())
-    })
+    s.eventually(
+        Duration::from_secs(10),
+        "a run after the restart",
+        || async {
+            let runs = finished_runs(&s, &id).await;
+            runs.iter()
+                .any(|r| {
+                    let t =
+                        chrono::DateTime::parse_from_rfc3339(r["scheduledAt"].as_str().unwrap())
+                            .unwrap()
+                            .timestamp_millis();
+                    t >= restarted && r["outcome"] == "succeeded"
+                })
+                .then_some(())
+        },
+    )
     .await;
 }
 
@@ -378,7 +533,9 @@ async fn an_acknowledged_create_survives_kill_9_and_resumes() {
 async fn occurrences_missed_while_down_are_recorded_and_the_latest_runs_once() {
     let mut s = Server::start().await;
     let id = s
-        .run_job(json!({"execType": 0, "cron": "@every 2s", "script": "console.log(job.scheduledAt)"}))
+        .run_job(
+            json!({"execType": 0, "cron": "@every 2s", "script": "console.log(job.scheduledAt)"}),
+        )
         .await;
     s.eventually(Duration::from_secs(10), "a first run", || async {
         (!finished_runs(&s, &id).await.is_empty()).then_some(())
@@ -406,7 +563,11 @@ async fn occurrences_missed_while_down_are_recorded_and_the_latest_runs_once() {
     let n = instants.len();
     instants.sort();
     instants.dedup();
-    assert_eq!(instants.len(), n, "every occurrence has exactly one record: {runs:#?}");
+    assert_eq!(
+        instants.len(),
+        n,
+        "every occurrence has exactly one record: {runs:#?}"
+    );
 }
 
 #[tokio::test]
@@ -477,7 +638,11 @@ async fn the_debug_socket_streams_console_lines_then_closes_normally() {
     .expect("connect");
     futures_util::SinkExt::send(
         &mut ws,
-        Message::Text(json!({"script": "console.error('draft')"}).to_string().into()),
+        Message::Text(
+            json!({"script": "console.error('draft')"})
+                .to_string()
+                .into(),
+        ),
     )
     .await
     .unwrap();
@@ -504,10 +669,15 @@ async fn the_debug_socket_streams_console_lines_then_closes_normally() {
 async fn run_now_records_a_manual_run() {
     let s = Server::start().await;
     let (_, v) = s
-        .post("/api/job?type=timing", json!({"cron": "@yearly", "script": "console.log('manual')"}))
+        .post(
+            "/api/job?type=timing",
+            json!({"cron": "@yearly", "script": "console.log('manual')"}),
+        )
         .await;
     let id = v["data"].as_str().unwrap().to_owned();
-    let (status, v) = s.post(&format!("/api/job/trigger?id={id}"), json!({})).await;
+    let (status, v) = s
+        .post(&format!("/api/job/trigger?id={id}"), json!({}))
+        .await;
     assert_eq!(status, 200, "{v}");
     let run_id = v["data"].as_str().unwrap().to_owned();
     let detail = s
@@ -531,7 +701,11 @@ async fn cron_preview_speaks_the_servers_dialect() {
     assert_eq!(status, 200, "{v}");
     assert_eq!(
         v["data"],
-        json!(["2026-11-30T00:00:00Z", "2026-12-07T00:00:00Z", "2026-12-14T00:00:00Z"])
+        json!([
+            "2026-11-30T00:00:00Z",
+            "2026-12-07T00:00:00Z",
+            "2026-12-14T00:00:00Z"
+        ])
     );
     let (status, v) = s.get("/api/cron/preview?cron=nope").await;
     assert_eq!(status, 400);

@@ -2,6 +2,6 @@
 //! starts real processes: `traitor exec`, real `traitor-worker`s, real sockets. Fakes
 //! appear only where a broken worker has to be played.
 
+mod api;
 mod exec;
 mod pool;
-mod api;
