@@ -86,6 +86,7 @@ const STALL_TOLERANCE_MS: i64 = 1_000;
 
 enum Command {
     Upsert(JobSchedule, oneshot::Sender<Option<i64>>),
+    UpsertMany(Vec<JobSchedule>, oneshot::Sender<()>),
     Remove(Arc<str>, oneshot::Sender<()>),
     Finished(Arc<str>),
     Next(Arc<str>, oneshot::Sender<Option<i64>>),
@@ -110,6 +111,13 @@ impl SchedulerHandle {
     pub async fn upsert(&self, job: JobSchedule) -> Result<Option<i64>, SchedulerStopped> {
         let (tx, rx) = oneshot::channel();
         self.send(Command::Upsert(job, tx))?;
+        rx.await.map_err(|_| SchedulerStopped)
+    }
+
+    /// Schedules many jobs in one message (start-up loads a million this way).
+    pub async fn upsert_many(&self, jobs: Vec<JobSchedule>) -> Result<(), SchedulerStopped> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::UpsertMany(jobs, tx))?;
         rx.await.map_err(|_| SchedulerStopped)
     }
 
@@ -281,6 +289,12 @@ impl<D: Dispatch> SchedulerTask<D> {
             Command::Upsert(job, ack) => {
                 let next = self.upsert(job);
                 let _ = ack.send(next);
+            }
+            Command::UpsertMany(jobs, ack) => {
+                for job in jobs {
+                    self.upsert(job);
+                }
+                let _ = ack.send(());
             }
             Command::Remove(id, ack) => {
                 self.remove(&id);

@@ -95,8 +95,10 @@ impl Service {
     /// Schedules every enabled job at start-up, applying the misfire rule to the
     /// occurrences missed while the service was down. Returns how many were scheduled.
     pub async fn schedule_all(&self) -> anyhow::Result<usize> {
+        const BATCH: usize = 10_000;
         let jobs = self.store.enabled_jobs().await?;
         let n = jobs.len();
+        let mut batch = Vec::with_capacity(BATCH.min(n));
         for job in jobs {
             let since = job
                 .last
@@ -104,14 +106,16 @@ impl Service {
                 .unwrap_or(job.updated_at_ms)
                 .max(job.updated_at_ms);
             match schedule_of(&job, Some(since)) {
-                Ok(s) => {
-                    self.scheduler.upsert(s).await?;
-                }
+                Ok(s) => batch.push(s),
                 Err(e) => {
                     tracing::error!(job = %job.id, field = e.0, error = %e.1, "a stored job cannot be scheduled; leaving it unscheduled");
                 }
             }
+            if batch.len() == BATCH {
+                self.scheduler.upsert_many(std::mem::take(&mut batch)).await?;
+            }
         }
+        self.scheduler.upsert_many(batch).await?;
         Ok(n)
     }
 
