@@ -1,0 +1,111 @@
+// The one vendored bundle of the Traitor UI: CodeMirror 6 set up for job scripts.
+// Built by build.mjs into web/ui/vendor/editor.js; see README.md.
+import { EditorState, Compartment, Prec } from "@codemirror/state";
+import {
+  EditorView, keymap, lineNumbers, highlightActiveLine, highlightActiveLineGutter,
+  drawSelection, highlightSpecialChars, rectangularSelection, crosshairCursor,
+  dropCursor, placeholder as placeholderExt,
+} from "@codemirror/view";
+import { defaultKeymap, history, historyKeymap, indentWithTab } from "@codemirror/commands";
+import {
+  syntaxHighlighting, indentOnInput, bracketMatching, foldGutter, foldKeymap,
+} from "@codemirror/language";
+import { classHighlighter } from "@lezer/highlight";
+import { javascript } from "@codemirror/lang-javascript";
+import { linter, lintGutter, setDiagnostics, forceLinting } from "@codemirror/lint";
+import { searchKeymap, highlightSelectionMatches } from "@codemirror/search";
+import { closeBrackets, closeBracketsKeymap } from "@codemirror/autocomplete";
+import { parse } from "acorn";
+
+/** Syntax errors of a script, as CodeMirror diagnostics, found by acorn (no eval). */
+export function checkSyntax(text) {
+  try {
+    parse(text, {
+      ecmaVersion: "latest",
+      sourceType: "script",
+      allowAwaitOutsideFunction: true,
+      allowHashBang: true,
+    });
+    return [];
+  } catch (e) {
+    if (typeof e.pos !== "number") return [];
+    const from = Math.min(e.pos, text.length);
+    const to = Math.min(from + 1, text.length);
+    const message = String(e.message).replace(/\s*\(\d+:\d+\)$/, "");
+    return [{ from, to: Math.max(to, from), severity: "error", source: "syntax", message }];
+  }
+}
+
+const scriptLinter = linter((view) => checkSyntax(view.state.doc.toString()), { delay: 300 });
+
+/**
+ * Creates an editor in `parent` holding `doc`.
+ * options: onChange(text), onSave(), onDebug(), readOnly, label (aria-label).
+ * Returns { view, getValue, setValue, focus, markError(line, message), clearMarks, destroy }.
+ */
+export function createEditor(parent, doc, options = {}) {
+  const { onChange, onSave, onDebug, label = "Script" } = options;
+  const editable = new Compartment();
+  const shortcuts = Prec.highest(keymap.of([
+    { key: "Mod-s", preventDefault: true, run: () => { onSave && onSave(); return true; } },
+    { key: "Mod-Enter", preventDefault: true, run: () => { onDebug && onDebug(); return true; } },
+  ]));
+  const view = new EditorView({
+    parent,
+    state: EditorState.create({
+      doc,
+      extensions: [
+        shortcuts,
+        lineNumbers(),
+        foldGutter(),
+        lintGutter(),
+        highlightActiveLineGutter(),
+        highlightSpecialChars(),
+        history(),
+        drawSelection(),
+        dropCursor(),
+        EditorState.allowMultipleSelections.of(true),
+        indentOnInput(),
+        syntaxHighlighting(classHighlighter),
+        bracketMatching(),
+        closeBrackets(),
+        rectangularSelection(),
+        crosshairCursor(),
+        highlightActiveLine(),
+        highlightSelectionMatches(),
+        placeholderExt("// console.log('hello from traitor')"),
+        javascript(),
+        scriptLinter,
+        editable.of(EditorView.editable.of(!options.readOnly)),
+        keymap.of([
+          ...closeBracketsKeymap, ...defaultKeymap, ...searchKeymap, ...historyKeymap,
+          ...foldKeymap, indentWithTab,
+        ]),
+        EditorView.contentAttributes.of({ "aria-label": label }),
+        EditorView.updateListener.of((u) => {
+          if (u.docChanged && onChange) onChange(u.state.doc.toString());
+        }),
+      ],
+    }),
+  });
+  return {
+    view,
+    getValue: () => view.state.doc.toString(),
+    setValue(text) {
+      view.dispatch({ changes: { from: 0, to: view.state.doc.length, insert: text } });
+    },
+    focus: () => view.focus(),
+    /** Marks a runtime error at a 1-based line (e.g. from a debug run's stack). */
+    markError(line, message) {
+      const doc = view.state.doc;
+      if (!(line >= 1 && line <= doc.lines)) return;
+      const l = doc.line(line);
+      view.dispatch(setDiagnostics(view.state, [
+        ...checkSyntax(doc.toString()),
+        { from: l.from, to: l.to, severity: "error", source: "run", message },
+      ]));
+    },
+    clearMarks() { forceLinting(view); },
+    destroy: () => view.destroy(),
+  };
+}
