@@ -1,0 +1,271 @@
+// Create / edit a job: POST /api/job (or /api/run to start at once), PUT /api/job.
+// The cron field is checked live by the server's own parser (GET /api/cron/preview).
+import { el, fill, fmtInZone, fmtRelative, debounce } from "../dom.js";
+import { api } from "../api.js";
+import { liveJobHeader, toast, pageError } from "../ui.js";
+
+const TEMPLATE = `// Runs on every occurrence. console output is kept with the run.
+const started = new Date();
+console.log("hello from traitor at", started.toISOString());
+`;
+
+const EXAMPLES = [
+  ["* * * * *", "every minute"],
+  ["*/10 * * * * *", "every 10 s"],
+  ["0 */15 * * * *", "every 15 min"],
+  ["0 8 * * MON-FRI", "08:00 on weekdays"],
+  ["@daily", "daily at midnight"],
+];
+
+const COMMON_ZONES = ["UTC", "Europe/London", "Europe/Paris", "Europe/Berlin", "America/New_York",
+  "America/Chicago", "America/Los_Angeles", "America/Sao_Paulo", "Asia/Shanghai", "Asia/Tokyo",
+  "Asia/Kolkata", "Asia/Singapore", "Australia/Sydney"];
+
+function zoneList() {
+  let all = [];
+  try { all = Intl.supportedValuesOf("timeZone"); } catch { /* older browsers */ }
+  return [...new Set([...COMMON_ZONES, ...all])];
+}
+
+function browserZone() {
+  try { return Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC"; } catch { return "UTC"; }
+}
+
+/** "YYYY-MM-DDTHH:MM:SS" in the browser's zone, for <input type=datetime-local>. */
+function toLocalInput(ms) {
+  const d = new Date(ms);
+  const p = (n) => String(n).padStart(2, "0");
+  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}T${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
+}
+
+function field(id, label, control, hint) {
+  const error = el("div", { class: "error", id: `${id}-error`, role: "alert" });
+  control.setAttribute("aria-describedby", `${id}-error${hint ? ` ${id}-hint` : ""}`);
+  return {
+    error,
+    node: el("div", { class: "field", dataset: { field: id } },
+      el("label", { for: id }, label), control,
+      hint ? el("div", { class: "hint", id: `${id}-hint` }, hint) : null, error),
+  };
+}
+
+export function jobFormPage(root, { id }) {
+  let disposed = false;
+  let previewCtl = null;
+  let header = null;
+  const isNew = !id;
+
+  function load() {
+    api.job(id).then((job) => { if (!disposed) build(job); }, (e) => { if (!disposed) pageError(root, e, load); });
+  }
+  if (isNew) build(null);
+  else {
+    fill(root, el("p", { class: "loading" }, "Loading…"));
+    load();
+  }
+
+  function build(job) {
+    if (header) { header.dispose(); header = null; }
+    const name = el("input", { type: "text", id: "name", name: "name", required: true, maxlength: 200, autocomplete: "off", value: job ? job.name : "", placeholder: "nightly-report" });
+    const description = el("textarea", { id: "description", name: "description", rows: 1, placeholder: "What it does, who owns it" });
+    description.value = job ? job.description : "";
+    const typeTiming = el("input", { type: "radio", name: "type", value: "timing", id: "type-timing", checked: !job || job.execType === 0 });
+    const typeDelay = el("input", { type: "radio", name: "type", value: "delay", id: "type-delay", checked: !!job && job.execType === 1 });
+    const typeError = el("div", { class: "error", id: "type-error", role: "alert" });
+    const cron = el("input", { type: "text", id: "cron", name: "cron", class: "mono-input", autocomplete: "off", spellcheck: "false", value: job && job.execType === 0 ? job.cron : (job ? "" : "*/10 * * * * *") });
+    const tz = el("input", { type: "text", id: "timezone", name: "timezone", list: "tz-list", autocomplete: "off", spellcheck: "false", value: job ? job.timezone : "UTC" });
+    const tzList = el("datalist", { id: "tz-list" }, zoneList().map((z) => el("option", { value: z })));
+    const execAt = el("input", { type: "datetime-local", id: "execAt", name: "execAt", step: 1 });
+    execAt.value = toLocalInput(job && job.execAt ? job.execAt : Math.ceil((Date.now() + 10 * 60e3) / 60e3) * 60e3);
+    const timeLimit = el("input", { type: "number", id: "timeLimitMs", name: "timeLimitMs", min: 10, step: 1, placeholder: "server default", value: job ? job.timeLimitMs : "" });
+    const memLimit = el("input", { type: "number", id: "memoryLimitMb", name: "memoryLimitMb", min: 1, step: 1, placeholder: "server default", value: job ? job.memoryLimitMb : "" });
+    const startNow = el("input", { type: "checkbox", id: "start", name: "start" });
+
+    const fName = field("name", "Name", name);
+    const fDesc = field("description", "Description", description);
+    const fCron = field("cron", "Cron expression", cron, "5 fields (min hour day month weekday), 6 with seconds first, 7 with a year; or @hourly, @daily, @every 10s.");
+    const fTz = field("timezone", "Time zone", tz, "IANA name; the cron is evaluated in it.");
+    const fExec = field("execAt", "Run at", execAt, `In your browser's time zone (${browserZone()}); at least 5 s from now.`);
+    const fTime = field("timeLimitMs", "Time limit (ms)", timeLimit, "Wall-clock limit of one run.");
+    const fMem = field("memoryLimitMb", "Memory limit (MiB)", memLimit, "Heap limit of one run.");
+    const errors = { name: fName.error, description: fDesc.error, cron: fCron.error, timezone: fTz.error, execAt: fExec.error,
+      timeLimitMs: fTime.error, memoryLimitMb: fMem.error, execType: typeError, type: typeError };
+    const controls = { name, description, cron, timezone: tz, execAt, timeLimitMs: timeLimit, memoryLimitMb: memLimit, execType: typeTiming, type: typeTiming };
+
+    const preview = el("div", { class: "preview", id: "cron-preview", "aria-live": "polite" });
+    const execRel = el("div", { class: "hint", id: "execAt-relative", "aria-live": "polite" });
+    const examples = el("div", { class: "examples" }, el("span", { class: "faint small" }, "Examples"),
+      EXAMPLES.map(([expr, label]) => el("button", {
+        type: "button", class: "btn btn-sm btn-ghost", title: label,
+        onclick: () => { cron.value = expr; cron.dispatchEvent(new Event("input")); cron.focus(); },
+      }, el("code", {}, expr), el("span", { class: "faint" }, ` ${label}`))));
+    const myZone = browserZone();
+    const useMyZone = myZone !== "UTC" ? el("button", { type: "button", class: "btn btn-sm btn-ghost", onclick: () => { tz.value = myZone; tz.dispatchEvent(new Event("input")); } }, `Use ${myZone}`) : null;
+
+    const timingSection = el("div", { id: "timing-fields" },
+      el("div", { class: "row" },
+        el("div", {}, fCron.node, examples),
+        el("div", {}, fTz.node, useMyZone, preview)));
+    const delaySection = el("div", { id: "delay-fields" }, el("div", { class: "row" }, el("div", {}, fExec.node, execRel), el("div")));
+
+    const formError = el("div", { class: "alert alert-bad form-error", role: "alert", hidden: true });
+    const submit = el("button", { type: "submit", class: "btn btn-primary", id: "save-job" }, isNew ? "Create job" : "Save changes");
+    const form = el("form", { class: "panel form", id: "job-form", novalidate: true, "aria-label": isNew ? "New job" : "Job settings" },
+      formError,
+      el("div", { class: "form-section" },
+        el("h2", {}, "Job"),
+        el("div", { class: "row" }, fName.node,
+          el("div", { class: "field" },
+            el("span", { class: "label", id: "type-label" }, "Type"),
+            el("div", { class: "seg", role: "radiogroup", "aria-labelledby": "type-label" },
+              el("label", { for: "type-timing" }, typeTiming, "Timing (cron)"),
+              el("label", { for: "type-delay" }, typeDelay, "Delay (once)")),
+            typeError)),
+        fDesc.node),
+      el("div", { class: "form-section" },
+        el("h2", {}, "Schedule"),
+        timingSection, delaySection, tzList),
+      el("div", { class: "form-section" },
+        el("h2", {}, "Limits"),
+        el("div", { class: "row" }, el("div", { class: "row" }, fTime.node, fMem.node), el("div"))),
+      el("div", { class: "form-actions" },
+        submit,
+        isNew ? el("label", { class: "checkbox" }, startNow, "Start it right away") : null,
+        el("div", { style: { flex: 1 } }),
+        el("a", { class: "btn btn-ghost", href: isNew ? "#/jobs" : `#/jobs/${encodeURIComponent(id)}/script` }, "Cancel")));
+
+    const head = isNew
+      ? el("div", { class: "page-head" }, el("div", {},
+          el("div", { class: "crumbs" }, el("a", { href: "#/jobs" }, "Jobs"), " / new"),
+          el("h1", {}, "New job"),
+          el("div", { class: "sub" }, "It is created stopped unless you start it; you write its script next.")))
+      : (header = liveJobHeader(job, "edit")).node;
+    fill(root, head, form);
+
+    function reload() { load(); }
+
+    function syncType() {
+      const timing = typeTiming.checked;
+      timingSection.hidden = !timing;
+      delaySection.hidden = timing;
+      if (timing) updatePreview(); else updateRel();
+    }
+
+    function clearErrors() {
+      formError.hidden = true;
+      for (const [k, e] of Object.entries(errors)) {
+        e.textContent = "";
+        if (controls[k]) controls[k].removeAttribute("aria-invalid");
+      }
+    }
+
+    function showError(fieldName, message) {
+      const target = errors[fieldName];
+      if (target) {
+        target.textContent = message;
+        const c = controls[fieldName];
+        if (c) { c.setAttribute("aria-invalid", "true"); c.focus(); }
+      } else {
+        formError.textContent = message;
+        formError.hidden = false;
+        formError.scrollIntoView({ block: "nearest" });
+      }
+    }
+
+    const updatePreview = debounce(async () => {
+      if (disposed || !typeTiming.checked) return;
+      const expr = cron.value.trim();
+      if (previewCtl) previewCtl.abort();
+      if (!expr) {
+        fCron.error.textContent = "";
+        cron.removeAttribute("aria-invalid");
+        fill(preview, el("span", { class: "faint" }, "Type a cron expression to see its next runs."));
+        return;
+      }
+      previewCtl = new AbortController();
+      const zone = tz.value.trim() || "UTC";
+      try {
+        const times = await api.cronPreview({ cron: expr, timezone: zone, count: 5 }, { signal: previewCtl.signal });
+        if (disposed) return;
+        fCron.error.textContent = "";
+        fTz.error.textContent = "";
+        cron.removeAttribute("aria-invalid");
+        tz.removeAttribute("aria-invalid");
+        fill(preview, el("div", {}, "Next runs ", el("span", { class: "tzname" }, `(${zone})`)),
+          times.length
+            ? el("ol", { id: "cron-preview-list" }, times.map((t) => el("li", { title: t }, fmtInZone(t, zone), el("span", { class: "faint" }, ` · ${fmtRelative(t)}`))))
+            : el("div", { class: "faint" }, "This expression never fires again."));
+      } catch (e) {
+        if (disposed || e.name === "AbortError") return;
+        const target = e.field === "timezone" ? "timezone" : "cron";
+        const input = target === "timezone" ? tz : cron;
+        (target === "timezone" ? fTz : fCron).error.textContent = e.message;
+        input.setAttribute("aria-invalid", "true");
+        fill(preview, el("span", { class: "faint" }, "No preview until the expression is valid."));
+      }
+    }, 300);
+
+    function updateRel() {
+      const ms = execAt.value ? new Date(execAt.value).getTime() : NaN;
+      execRel.textContent = Number.isNaN(ms) ? "" : `${fmtRelative(ms)} · ${new Date(ms).toISOString()}`;
+    }
+
+    cron.addEventListener("input", updatePreview);
+    tz.addEventListener("input", updatePreview);
+    execAt.addEventListener("input", updateRel);
+    typeTiming.addEventListener("change", syncType);
+    typeDelay.addEventListener("change", syncType);
+    syncType();
+
+    form.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      clearErrors();
+      const timing = typeTiming.checked;
+      if (!name.value.trim()) return showError("name", "Give the job a name.");
+      const body = {
+        name: name.value.trim(),
+        description: description.value,
+        execType: timing ? 0 : 1,
+      };
+      if (timing) {
+        if (!cron.value.trim()) return showError("cron", "A timing job needs a cron expression.");
+        body.cron = cron.value.trim();
+        body.timezone = tz.value.trim() || "UTC";
+      } else {
+        const ms = execAt.value ? new Date(execAt.value).getTime() : NaN;
+        if (Number.isNaN(ms)) return showError("execAt", "Pick the date and time to run at.");
+        body.execAt = ms;
+      }
+      if (timeLimit.value !== "") body.timeLimitMs = Number(timeLimit.value);
+      if (memLimit.value !== "") body.memoryLimitMb = Number(memLimit.value);
+      submit.disabled = true;
+      try {
+        if (isNew) {
+          body.script = TEMPLATE;
+          const created = await api.createJob(timing ? "timing" : "delay", body, startNow.checked);
+          const newId = typeof created === "string" ? created : created.id;
+          toast(`Created ${body.name}${startNow.checked ? " and started it" : ""}`);
+          location.hash = `#/jobs/${encodeURIComponent(newId)}/script`;
+        } else {
+          await api.updateJob(id, body);
+          toast("Saved");
+          reload();
+        }
+      } catch (e) {
+        submit.disabled = false;
+        showError(e.field, e.message);
+      }
+    });
+
+    if (isNew) name.focus();
+    root.dataset.loaded = "true";
+  }
+
+  return {
+    dispose() {
+      disposed = true;
+      if (header) header.dispose();
+      if (previewCtl) previewCtl.abort();
+    },
+  };
+}
