@@ -36,7 +36,6 @@ export function checkSyntax(text) {
   }
 }
 
-const scriptLinter = linter((view) => checkSyntax(view.state.doc.toString()), { delay: 300 });
 
 /**
  * Creates an editor in `parent` holding `doc`.
@@ -46,6 +45,9 @@ const scriptLinter = linter((view) => checkSyntax(view.state.doc.toString()), { 
 export function createEditor(parent, doc, options = {}) {
   const { onChange, onSave, onDebug, label = "Script" } = options;
   const editable = new Compartment();
+  // Runtime errors from a debug run: shown until the text changes, and kept by the linter.
+  let runtime = [];
+  const scriptLinter = linter((v) => [...checkSyntax(v.state.doc.toString()), ...runtime], { delay: 300 });
   const shortcuts = Prec.highest(keymap.of([
     { key: "Mod-s", preventDefault: true, run: () => { onSave && onSave(); return true; } },
     { key: "Mod-Enter", preventDefault: true, run: () => { onDebug && onDebug(); return true; } },
@@ -83,7 +85,10 @@ export function createEditor(parent, doc, options = {}) {
         ]),
         EditorView.contentAttributes.of({ "aria-label": label }),
         EditorView.updateListener.of((u) => {
-          if (u.docChanged && onChange) onChange(u.state.doc.toString());
+          if (u.docChanged) {
+            runtime = [];
+            if (onChange) onChange(u.state.doc.toString());
+          }
         }),
       ],
     }),
@@ -100,12 +105,10 @@ export function createEditor(parent, doc, options = {}) {
       const doc = view.state.doc;
       if (!(line >= 1 && line <= doc.lines)) return;
       const l = doc.line(line);
-      view.dispatch(setDiagnostics(view.state, [
-        ...checkSyntax(doc.toString()),
-        { from: l.from, to: l.to, severity: "error", source: "run", message },
-      ]));
+      runtime = [{ from: l.from, to: l.to, severity: "error", source: "run", message }];
+      view.dispatch(setDiagnostics(view.state, [...checkSyntax(doc.toString()), ...runtime]));
     },
-    clearMarks() { forceLinting(view); },
+    clearMarks() { runtime = []; forceLinting(view); },
     destroy: () => view.destroy(),
   };
 }

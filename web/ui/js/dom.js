@@ -60,6 +60,7 @@ export function fill(node, ...children) {
 const dateTime = new Intl.DateTimeFormat(undefined, {
   year: "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit",
 });
+const dateShort = new Intl.DateTimeFormat(undefined, { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" });
 const timeOnly = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit" });
 const hm = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit", hourCycle: "h23" });
 
@@ -69,12 +70,13 @@ export function toDate(v) {
   return Number.isNaN(d.getTime()) ? null : d;
 }
 
-/** "Nov 24, 2026, 14:05:00" in the browser's zone; today's dates as the time only. */
+/** A time in the browser's zone: the time only today, "Nov 25, 01:30 AM" this year, else in full. */
 export function fmtTime(v) {
   const d = toDate(v);
   if (!d) return "—";
   const now = new Date();
   if (d.toDateString() === now.toDateString()) return timeOnly.format(d);
+  if (d.getFullYear() === now.getFullYear()) return dateShort.format(d);
   return dateTime.format(d);
 }
 export function fmtFull(v) { const d = toDate(v); return d ? dateTime.format(d) : "—"; }

@@ -53,7 +53,7 @@ export function stateSwitch(job, onChanged, key) {
 
 export function scheduleText(job) {
   if (job.execType === 0) return job.cron;
-  return job.execAt ? fmtTime(job.execAt) : "—";
+  return job.execAt ? `once at ${fmtTime(job.execAt)}` : "—";
 }
 
 /** Header shared by a job's pages: name, schedule, state, actions and the tabs. */

@@ -7,7 +7,7 @@ const REFRESH_MS = 5000;
 // Kept across visits, so coming back to the list finds it as it was left.
 const view = { search: "", type: "", state: "", sort: "createdAt", order: "desc", page: 0, limit: 50 };
 
-const SORTS = { name: "Name", nextExecTime: "Next run", lastExecTime: "Last run", createdAt: "Created" };
+const SORTS = { name: "Name", nextExecTime: "Next run", lastExecTime: "Last run" };
 
 export function jobsPage(root) {
   let disposed = false;
@@ -23,6 +23,10 @@ export function jobsPage(root) {
     el("option", { value: "" }, "All types"), el("option", { value: "timing" }, "Timing"), el("option", { value: "delay" }, "Delay"));
   const stateSel = el("select", { "aria-label": "Filter by state", id: "filter-state" },
     el("option", { value: "" }, "Any state"), el("option", { value: "running" }, "Running"), el("option", { value: "stopped" }, "Stopped"));
+  const sortSel = el("select", { "aria-label": "Sort by", id: "sort-by" },
+    [["createdAt:desc", "Newest first"], ["createdAt:asc", "Oldest first"], ["updatedAt:desc", "Recently changed"],
+      ["name:asc", "Name A–Z"], ["nextExecTime:asc", "Next run soonest"], ["lastExecTime:desc", "Last run latest"]]
+      .map(([v, label]) => el("option", { value: v }, label)));
   const sizeSel = el("select", { "aria-label": "Jobs per page" },
     [25, 50, 100, 200].map((n) => el("option", { value: String(n) }, `${n} per page`)));
   typeSel.value = view.type;
@@ -42,11 +46,18 @@ export function jobsPage(root) {
       el("a", { class: "btn btn-primary", href: "#/jobs/new" }, "New job")),
     errorHost,
     el("section", { class: "panel" },
-      el("div", { class: "toolbar", role: "search" }, search, typeSel, stateSel, el("div", { class: "spacer" }), sizeSel),
+      el("div", { class: "toolbar", role: "search" }, search, typeSel, stateSel, el("div", { class: "spacer" }), sortSel, sizeSel),
       el("div", { class: "table-wrap" }, table),
       pager));
 
+  function syncSort() {
+    const v = `${view.sort}:${view.order}`;
+    if (![...sortSel.options].some((o) => o.value === v)) sortSel.appendChild(el("option", { value: v }, `${view.sort} ${view.order}`));
+    sortSel.value = v;
+  }
+
   function header() {
+    syncSort();
     const th = (key, label) => {
       if (!SORTS[key]) return el("th", { scope: "col" }, label);
       const active = view.sort === key;
@@ -64,7 +75,7 @@ export function jobsPage(root) {
     };
     preserveFocus(thead, () => fill(thead, el("tr", {},
       th("name", "Name"), th("type", "Type"), th("sched", "Schedule"), th("state", "State"),
-      th("nextExecTime", "Next run"), th("lastExecTime", "Last run"), th("createdAt", "Created"),
+      th("nextExecTime", "Next run"), th("lastExecTime", "Last run"),
       el("th", { scope: "col" }, el("span", { class: "visually-hidden" }, "Actions")))));
   }
 
@@ -85,7 +96,7 @@ export function jobsPage(root) {
     }, "Delete");
     del.addEventListener("click", () => deleteJob(job, load));
     return el("tr", { dataset: { jobId: job.jobId } },
-      el("td", {},
+      el("td", { class: "name-cell" },
         el("a", { class: "job-name", href: `#/jobs/${id}`, dataset: { key: `name-${job.jobId}` } }, job.name || el("span", { class: "faint" }, "(unnamed)")),
         job.description ? el("div", { class: "job-desc" }, job.description) : null),
       el("td", {}, el("span", { class: "badge plain accent" }, job.execType === 0 ? "Timing" : "Delay")),
@@ -95,13 +106,11 @@ export function jobsPage(root) {
         ? [timeEl(job.nextExecTime), el("div", { class: "faint small" }, fmtRelative(job.nextExecTime))]
         : el("span", { class: "faint" }, "—")),
       el("td", { class: "nowrap" }, job.lastExecTime
-        ? [timeEl(job.lastExecTime), " ", job.lastOutcome ? badge(job.lastOutcome) : null]
+        ? [timeEl(job.lastExecTime), el("div", {}, job.lastOutcome ? badge(job.lastOutcome) : null)]
         : el("span", { class: "faint" }, "never")),
-      el("td", { class: "nowrap faint small" }, timeEl(job.createdAt)),
       el("td", { class: "actions" }, el("div", { class: "btn-group" },
         runNow,
         el("a", { class: "btn btn-sm", href: `#/jobs/${id}/script?debug=1`, dataset: { key: `debug-${job.jobId}` }, "aria-label": `Debug ${name}` }, "Debug"),
-        el("a", { class: "btn btn-sm", href: `#/jobs/${id}/script`, dataset: { key: `script-${job.jobId}` }, "aria-label": `Edit script of ${name}` }, "Script"),
         el("a", { class: "btn btn-sm", href: `#/jobs/${id}/runs`, dataset: { key: `runs-${job.jobId}` }, "aria-label": `Run history of ${name}` }, "Runs"),
         el("a", { class: "btn btn-sm", href: `#/jobs/${id}`, dataset: { key: `edit-${job.jobId}` }, "aria-label": `Edit ${name}` }, "Edit"),
         del)));
@@ -113,7 +122,7 @@ export function jobsPage(root) {
     const filtered = view.search || view.type || view.state;
     preserveFocus(tbody, () => {
       if (!page.items.length) {
-        fill(tbody, el("tr", {}, el("td", { colspan: 8, class: "empty" },
+        fill(tbody, el("tr", {}, el("td", { colspan: 7, class: "empty" },
           filtered ? "No job matches these filters." : [
             el("div", {}, "No jobs yet."),
             el("a", { class: "btn btn-primary", href: "#/jobs/new", style: { marginTop: "10px" } }, "Create the first job")])));
@@ -170,10 +179,11 @@ export function jobsPage(root) {
   search.addEventListener("keydown", (ev) => { if (ev.key === "Enter") { onSearch.cancel(); view.search = search.value.trim(); view.page = 0; load(); } });
   typeSel.addEventListener("change", () => { view.type = typeSel.value; view.page = 0; load(); });
   stateSel.addEventListener("change", () => { view.state = stateSel.value; view.page = 0; load(); });
+  sortSel.addEventListener("change", () => { [view.sort, view.order] = sortSel.value.split(":"); view.page = 0; load(); });
   sizeSel.addEventListener("change", () => { view.limit = Number(sizeSel.value); view.page = 0; load(); });
 
   header();
-  fill(tbody, el("tr", {}, el("td", { colspan: 8, class: "empty" }, "Loading…")));
+  fill(tbody, el("tr", {}, el("td", { colspan: 7, class: "empty" }, "Loading…")));
   load();
 
   return {
