@@ -14,18 +14,23 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::sync::mpsc;
 
+use crate::cluster::{Cluster, ClusterConfig, OwnershipChange, default_node_name};
 use crate::config::{Mode, ServeConfig};
 use crate::history;
 use crate::hostcall::HttpHost;
 use crate::pool::{Pool, PoolConfig};
-use crate::runner::Runner;
+use crate::runner::{FireGate, OpenGate, Runner};
 use crate::scheduler;
 use crate::service::{JobDefaults, Service};
 use crate::store::Store;
+use crate::store::mongo::MongoStore;
+use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
 
 /// Largest request body the API accepts: a maximal script plus JSON escaping.
 const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+/// How often a cluster node compares its schedule with the store.
+const RECONCILE_EVERY: Duration = Duration::from_secs(5);
 /// How often old run history is pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
@@ -53,25 +58,25 @@ pub fn run(cfg: ServeConfig) -> anyhow::Result<()> {
 }
 
 async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
-    if cfg.mode == Mode::Multi {
-        anyhow::bail!(
-            "cluster mode (-m multi) is not implemented in this build yet; run -m std (the default)"
-        );
-    }
-    let dir = data_dir(&cfg)?;
-    std::fs::create_dir_all(&dir).with_context(|| format!("create data dir {}", dir.display()))?;
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(&dir.join("traitor.db")).context("open the embedded store")?,
-    );
+    let (store, cluster) = open_store_and_cluster(&cfg).await?;
+    let gate: Arc<dyn FireGate> = match &cluster {
+        Some(c) => Arc::new(c.clone()),
+        None => Arc::new(OpenGate),
+    };
 
     let mut pool_cfg = PoolConfig::from_args(&cfg.pool)?;
     if let Some(n) = cfg.pool.workers {
         pool_cfg.workers = n;
     }
     let host = Arc::new(HttpHost::from_args(&cfg.pool)?);
-    let pool = Pool::start(pool_cfg, host).await.context("start the worker pool")?;
+    let pool = Pool::start(pool_cfg, host)
+        .await
+        .context("start the worker pool")?;
 
-    let node = node_name();
+    let node = match &cluster {
+        Some(c) => c.node().to_owned(),
+        None => node_name(),
+    };
     let (history, history_task) = history::spawn_writer(store.clone());
     let (exhausted_tx, exhausted_rx) = mpsc::unbounded_channel();
     let base_limits = cfg.limits.limits();
@@ -84,6 +89,7 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         base_limits,
         exhausted_tx,
         stats.clone(),
+        gate,
     );
     let (sched, sched_task) = scheduler::spawn(runner.clone());
     runner.attach(sched.clone());
@@ -97,8 +103,9 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
             memory_limit_mb: cfg.limits.memory_limit_mb,
         },
         node,
-        "std",
+        if cluster.is_some() { "multi" } else { "std" },
         stats,
+        cluster.clone(),
     ));
     tokio::spawn({
         let s = service.clone();
@@ -113,9 +120,22 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         std::process::exit(70);
     });
 
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut cluster_tasks = Vec::new();
+    if let Some(c) = &cluster {
+        cluster_tasks = start_cluster(c.clone(), service.clone(), stop_rx.clone()).await;
+    }
+
     let t = std::time::Instant::now();
-    let n = service.schedule_all().await.context("schedule stored jobs")?;
-    tracing::info!(jobs = n, elapsed_ms = t.elapsed().as_millis() as u64, "stored jobs scheduled");
+    let n = service
+        .schedule_all()
+        .await
+        .context("schedule stored jobs")?;
+    tracing::info!(
+        jobs = n,
+        elapsed_ms = t.elapsed().as_millis() as u64,
+        "stored jobs scheduled"
+    );
 
     tokio::spawn(prune_loop(
         store.clone(),
@@ -139,26 +159,33 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         auth_token: cfg.auth_token.clone(),
         max_body_bytes: MAX_BODY_BYTES,
     };
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
         wait_for_signal().await;
         tracing::info!("shutting down: no new requests");
-        let _ = stop_tx.send(());
+        let _ = http_stop_tx.send(());
         wait_for_signal().await;
         tracing::warn!("second signal: exiting now");
         std::process::exit(130);
     });
     let backend: Arc<dyn web::Backend> = service.clone();
     web::serve(web_cfg, backend, async move {
-        let _ = stop_rx.await;
+        let _ = http_stop_rx.await;
     })
     .await?;
 
-    // Ordered shutdown.
+    // Ordered shutdown: leave the cluster first so that peers take over at once.
+    let _ = stop_tx.send(true);
+    for t in cluster_tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(3), t).await;
+    }
     watchdog.abort();
     sched.shutdown().await;
     let grace = Duration::from_secs(cfg.shutdown_grace_s);
-    tracing::info!(grace_s = cfg.shutdown_grace_s, "waiting for running scripts");
+    tracing::info!(
+        grace_s = cfg.shutdown_grace_s,
+        "waiting for running scripts"
+    );
     pool.shutdown(grace).await;
     if tokio::time::timeout(Duration::from_secs(5), runner.wait_idle())
         .await
@@ -176,10 +203,130 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn open_store_and_cluster(
+    cfg: &ServeConfig,
+) -> anyhow::Result<(Arc<dyn Store>, Option<Cluster>)> {
+    match cfg.mode {
+        Mode::Std => {
+            let dir = data_dir(cfg)?;
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("create data dir {}", dir.display()))?;
+            let store =
+                SqliteStore::open(&dir.join("traitor.db")).context("open the embedded store")?;
+            Ok((Arc::new(store), None))
+        }
+        Mode::Multi => {
+            let redis = cfg
+                .redis
+                .clone()
+                .context("cluster mode (-m multi) needs Redis: -r redis://host:6379")?;
+            let store: Arc<dyn Store> = match (&cfg.store, &cfg.mongo) {
+                (Some(url), _)
+                    if url.starts_with("postgres://") || url.starts_with("postgresql://") =>
+                {
+                    Arc::new(
+                        PostgresStore::connect(url, &cfg.cluster)
+                            .await
+                            .context("connect to PostgreSQL")?,
+                    )
+                }
+                (Some(url), _) => anyhow::bail!("--store must be a postgres:// URL, not {url:?}"),
+                (None, Some(url)) => Arc::new(
+                    MongoStore::connect(url, &cfg.cluster)
+                        .await
+                        .context("connect to MongoDB")?,
+                ),
+                (None, None) => anyhow::bail!(
+                    "cluster mode (-m multi) needs a shared store: --store postgres://… or -mg mongodb://…"
+                ),
+            };
+            let node = cfg
+                .node_name
+                .clone()
+                .unwrap_or_else(|| default_node_name(cfg.port));
+            let cluster = Cluster::new(ClusterConfig {
+                redis_url: redis,
+                cluster: cfg.cluster.clone(),
+                node,
+            })
+            .await?;
+            Ok((store, Some(cluster)))
+        }
+    }
+}
+
+/// Starts membership, announcements and reconciliation; waits (briefly) for the first
+/// heartbeat so that start-up's catch-up knows which jobs are this node's.
+async fn start_cluster(
+    c: Cluster,
+    service: Arc<Service>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let (own_tx, mut own_rx) = mpsc::unbounded_channel::<OwnershipChange>();
+    let (ann_tx, mut ann_rx) = mpsc::unbounded_channel::<Option<(String, u64)>>();
+    let heartbeat = tokio::spawn(c.clone().heartbeat_loop(own_tx, stop.clone()));
+    let listen = tokio::spawn(c.clone().listen_loop(ann_tx, stop.clone()));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while !c.healthy() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if !c.healthy() {
+        tracing::warn!(problem = ?c.problem(), "not in the cluster yet; serving the API, firing nothing");
+    }
+    // Ownership changes before start-up's own catch-up are covered by it.
+    while own_rx.try_recv().is_ok() {}
+    let s = service.clone();
+    let owners = tokio::spawn(async move {
+        while let Some(change) = own_rx.recv().await {
+            match s.take_over(&change).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(jobs = n, "took over jobs"),
+                Err(e) => tracing::warn!(error = %e, "takeover failed; the next reconcile retries"),
+            }
+        }
+    });
+    let s = service.clone();
+    let announcements = tokio::spawn(async move {
+        while let Some(msg) = ann_rx.recv().await {
+            match msg {
+                Some((id, _version)) => s.reload(&id, None).await,
+                None => {
+                    if let Err(e) = s.reconcile().await {
+                        tracing::warn!(error = %e, "reconcile failed");
+                    }
+                }
+            }
+        }
+    });
+    let s = service.clone();
+    let mut stop_r = stop.clone();
+    let reconciler = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(RECONCILE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop_r.changed() => return,
+            }
+            match s.reconcile().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(jobs = n, "reconciled a stale schedule"),
+                Err(e) => tracing::warn!(error = %e, "reconcile failed"),
+            }
+        }
+    });
+    // Only the membership and listener loops need to finish on shutdown; the others
+    // end with the process.
+    drop((owners, announcements, reconciler));
+    vec![heartbeat, listen]
+}
+
 async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         // Without signal handlers the process can still be killed; just never return.
         std::future::pending::<()>().await;
         return;

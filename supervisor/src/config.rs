@@ -40,13 +40,25 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct RunLimitArgs {
     /// Wall-clock limit of one run, milliseconds.
-    #[arg(long = "time-limit-ms", env = "TRAITOR_TIME_LIMIT_MS", default_value_t = 60_000)]
+    #[arg(
+        long = "time-limit-ms",
+        env = "TRAITOR_TIME_LIMIT_MS",
+        default_value_t = 60_000
+    )]
     pub time_limit_ms: u64,
     /// QuickJS heap limit of one run, MiB.
-    #[arg(long = "memory-limit-mb", env = "TRAITOR_MEMORY_LIMIT_MB", default_value_t = 64)]
+    #[arg(
+        long = "memory-limit-mb",
+        env = "TRAITOR_MEMORY_LIMIT_MB",
+        default_value_t = 64
+    )]
     pub memory_limit_mb: u64,
     /// Console output limit of one run, KiB.
-    #[arg(long = "output-limit-kb", env = "TRAITOR_OUTPUT_LIMIT_KB", default_value_t = 1024)]
+    #[arg(
+        long = "output-limit-kb",
+        env = "TRAITOR_OUTPUT_LIMIT_KB",
+        default_value_t = 1024
+    )]
     pub output_limit_kb: u64,
 }
 
@@ -71,20 +83,40 @@ pub struct PoolArgs {
     #[arg(long = "worker-bin", env = "TRAITOR_WORKER_BIN")]
     pub worker_bin: Option<PathBuf>,
     /// Time limit of one HTTP request made by a script, milliseconds.
-    #[arg(long = "http-timeout-ms", env = "TRAITOR_HTTP_TIMEOUT_MS", default_value_t = 30_000)]
+    #[arg(
+        long = "http-timeout-ms",
+        env = "TRAITOR_HTTP_TIMEOUT_MS",
+        default_value_t = 30_000
+    )]
     pub http_timeout_ms: u64,
     /// Largest HTTP response body a script may receive, KiB.
-    #[arg(long = "http-max-body-kb", env = "TRAITOR_HTTP_MAX_BODY_KB", default_value_t = 10_240)]
+    #[arg(
+        long = "http-max-body-kb",
+        env = "TRAITOR_HTTP_MAX_BODY_KB",
+        default_value_t = 10_240
+    )]
     pub http_max_body_kb: u64,
     /// Address-space limit (RLIMIT_AS) of each worker process, MiB.
-    #[arg(long = "worker-memory-mb", env = "TRAITOR_WORKER_MEMORY_MB", default_value_t = 1024)]
+    #[arg(
+        long = "worker-memory-mb",
+        env = "TRAITOR_WORKER_MEMORY_MB",
+        default_value_t = 1024
+    )]
     pub worker_memory_mb: u64,
     /// How long a worker gets to stop a run after its time limit or a cancel before the
     /// worker is killed from outside, milliseconds.
-    #[arg(long = "kill-grace-ms", env = "TRAITOR_KILL_GRACE_MS", default_value_t = 1000)]
+    #[arg(
+        long = "kill-grace-ms",
+        env = "TRAITOR_KILL_GRACE_MS",
+        default_value_t = 1000
+    )]
     pub kill_grace_ms: u64,
     /// Most runs one worker holds at once; more wait in the pool's queue.
-    #[arg(long = "max-runs-per-worker", env = "TRAITOR_MAX_RUNS_PER_WORKER", default_value_t = 64)]
+    #[arg(
+        long = "max-runs-per-worker",
+        env = "TRAITOR_MAX_RUNS_PER_WORKER",
+        default_value_t = 64
+    )]
     pub max_runs_per_worker: usize,
 }
 
@@ -114,28 +146,57 @@ pub struct ServeConfig {
     #[arg(long = "store", env = "TRAITOR_STORE")]
     pub store: Option<String>,
     /// Cluster name: nodes with the same name share the load.
-    #[arg(short = 'c', long = "cluster", env = "TRAITOR_CLUSTER", default_value = "default")]
+    #[arg(
+        short = 'c',
+        long = "cluster",
+        env = "TRAITOR_CLUSTER",
+        default_value = "default"
+    )]
     pub cluster: String,
+    /// This node's name in the cluster (default: host name and port).
+    #[arg(long = "node-name", env = "TRAITOR_NODE_NAME")]
+    pub node_name: Option<String>,
     /// Bind address (`-ip`). Default 127.0.0.1; a non-loopback address needs an auth token.
     #[arg(long = "ip", env = "TRAITOR_IP")]
     pub ip: Option<IpAddr>,
     /// Port.
-    #[arg(short = 'p', long = "port", env = "TRAITOR_PORT", default_value_t = 8080)]
+    #[arg(
+        short = 'p',
+        long = "port",
+        env = "TRAITOR_PORT",
+        default_value_t = 8080
+    )]
     pub port: u16,
     /// Data directory of standalone mode.
     #[arg(long = "data-dir", env = "TRAITOR_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// Bearer token every API call and the debug socket must present.
-    #[arg(long = "auth-token", env = "TRAITOR_AUTH_TOKEN", hide_env_values = true)]
+    #[arg(
+        long = "auth-token",
+        env = "TRAITOR_AUTH_TOKEN",
+        hide_env_values = true
+    )]
     pub auth_token: Option<String>,
     /// How long SIGTERM waits for running scripts before cancelling them, seconds.
-    #[arg(long = "shutdown-grace-s", env = "TRAITOR_SHUTDOWN_GRACE_S", default_value_t = 30)]
+    #[arg(
+        long = "shutdown-grace-s",
+        env = "TRAITOR_SHUTDOWN_GRACE_S",
+        default_value_t = 30
+    )]
     pub shutdown_grace_s: u64,
     /// Run history kept per job (newest first).
-    #[arg(long = "history-per-job", env = "TRAITOR_HISTORY_PER_JOB", default_value_t = 1000)]
+    #[arg(
+        long = "history-per-job",
+        env = "TRAITOR_HISTORY_PER_JOB",
+        default_value_t = 1000
+    )]
     pub history_per_job: u32,
     /// Run history older than this is deleted, days.
-    #[arg(long = "history-days", env = "TRAITOR_HISTORY_DAYS", default_value_t = 30)]
+    #[arg(
+        long = "history-days",
+        env = "TRAITOR_HISTORY_DAYS",
+        default_value_t = 30
+    )]
     pub history_days: u32,
     /// Log as JSON lines instead of text.
     #[arg(long = "log-json", env = "TRAITOR_LOG_JSON")]

@@ -6,6 +6,7 @@
 //! [`web::Backend`] that [`service::Service`] implements.
 
 pub mod app;
+pub mod cluster;
 pub mod config;
 pub mod cron;
 pub mod exec;

@@ -7,6 +7,8 @@
 //! scheduling decisions and never blocks the scheduler: every run is its own task.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
@@ -27,6 +29,35 @@ pub const MAX_STORED_LOG_LINES: usize = 2_000;
 /// Scripts held in memory between runs.
 const SCRIPT_CACHE_BYTES: usize = 64 * 1024 * 1024;
 
+/// Whether this node may act on an occurrence. Standalone: always ([`OpenGate`]).
+/// Cluster: only the owner, and only once it has claimed the occurrence.
+pub trait FireGate: Send + Sync + 'static {
+    /// Cheap and synchronous: this node owns the job on its current view.
+    fn owns(&self, job_id: &str) -> bool;
+    /// Claims `(job, instant)` cluster-wide; true for exactly one caller.
+    fn claim(
+        &self,
+        job_id: Arc<str>,
+        instant_ms: i64,
+    ) -> Pin<Box<dyn Future<Output = bool> + Send>>;
+}
+
+/// The gate of a single process: it owns everything and every claim is its own.
+pub struct OpenGate;
+
+impl FireGate for OpenGate {
+    fn owns(&self, _job_id: &str) -> bool {
+        true
+    }
+    fn claim(
+        &self,
+        _job_id: Arc<str>,
+        _instant_ms: i64,
+    ) -> Pin<Box<dyn Future<Output = bool> + Send>> {
+        Box::pin(std::future::ready(true))
+    }
+}
+
 #[derive(Clone)]
 pub struct Runner(Arc<Inner>);
 
@@ -42,6 +73,7 @@ struct Inner {
     exhausted: mpsc::UnboundedSender<Arc<JobMeta>>,
     tasks: TaskTracker,
     stats: Arc<RunStats>,
+    gate: Arc<dyn FireGate>,
 }
 
 impl Runner {
@@ -53,6 +85,7 @@ impl Runner {
         base_limits: Limits,
         exhausted: mpsc::UnboundedSender<Arc<JobMeta>>,
         stats: Arc<RunStats>,
+        gate: Arc<dyn FireGate>,
     ) -> Self {
         Runner(Arc::new(Inner {
             pool,
@@ -65,6 +98,7 @@ impl Runner {
             exhausted,
             tasks: TaskTracker::new(),
             stats,
+            gate,
         }))
     }
 
@@ -81,7 +115,7 @@ impl Runner {
             scheduled_ms: now_ms(),
             trigger: Trigger::Manual,
         };
-        self.spawn_run(run_id.clone(), fire, false);
+        self.spawn_run(run_id.clone(), fire, false, false);
         run_id
     }
 
@@ -99,47 +133,75 @@ impl Runner {
         }
     }
 
-    fn spawn_run(&self, run_id: String, fire: Fire, counted: bool) {
+    /// `counted`: the scheduler counts this run for the overlap rule and must hear when
+    /// it is over. `claimed`: the occurrence must be claimed first (scheduled runs).
+    fn spawn_run(&self, run_id: String, fire: Fire, counted: bool, claimed: bool) {
         let inner = self.0.clone();
         let limits = self.limits_for(&fire.meta);
         self.0.tasks.spawn(async move {
             let id = fire.meta.id.clone();
-            run_one(&inner, run_id, fire, limits).await;
+            if !claimed || inner.gate.claim(id.clone(), fire.scheduled_ms).await {
+                run_one(&inner, run_id, fire, limits).await;
+            }
             if counted && let Some(s) = inner.scheduler.get() {
                 s.finished(id);
             }
         });
     }
 
-    fn record(&self, meta: &JobMeta, scheduled_ms: i64, outcome: &str) {
-        let rec = RunRecord {
-            outcome: outcome.to_owned(),
-            ..blank_record(new_run_id(), meta, scheduled_ms, Trigger::Schedule, &self.0.node)
-        };
-        observe(&self.0.stats, &rec, &meta.name);
-        self.0.history.record(rec);
+    /// Records occurrences that did not run (skipped, missed), each once cluster-wide.
+    fn record(&self, meta: &Arc<JobMeta>, scheduled_ms: Vec<i64>, outcome: &'static str) {
+        let inner = self.0.clone();
+        let meta = meta.clone();
+        self.0.tasks.spawn(async move {
+            for t in scheduled_ms {
+                if !inner.gate.claim(meta.id.clone(), t).await {
+                    continue;
+                }
+                let rec = RunRecord {
+                    outcome: outcome.to_owned(),
+                    ..blank_record(new_run_id(), &meta, t, Trigger::Schedule, &inner.node)
+                };
+                observe(&inner.stats, &rec, &meta.name);
+                inner.history.record(rec);
+            }
+        });
     }
 }
 
 impl Dispatch for Runner {
     fn start(&self, fire: Fire) {
-        self.spawn_run(new_run_id(), fire, true);
+        if !self.0.gate.owns(&fire.meta.id) {
+            // Another node's occurrence: free the job at once for the overlap rule.
+            if let Some(s) = self.0.scheduler.get() {
+                s.finished(fire.meta.id.clone());
+            }
+            return;
+        }
+        self.spawn_run(new_run_id(), fire, true, true);
     }
 
     fn skipped(&self, meta: &Arc<JobMeta>, scheduled_ms: i64) {
-        tracing::info!(job = %meta.id, scheduled_ms, "occurrence skipped: the previous run is still going");
-        self.record(meta, scheduled_ms, outcome::SKIPPED);
+        if self.0.gate.owns(&meta.id) {
+            tracing::info!(job = %meta.id, scheduled_ms, "occurrence skipped: the previous run is still going");
+            self.record(meta, vec![scheduled_ms], outcome::SKIPPED);
+        }
     }
 
     fn missed(&self, meta: &Arc<JobMeta>, scheduled_ms: &[i64]) {
-        tracing::info!(job = %meta.id, count = scheduled_ms.len(), "occurrences missed");
-        for &t in scheduled_ms {
-            self.record(meta, t, outcome::MISSED);
+        if self.0.gate.owns(&meta.id) {
+            tracing::info!(job = %meta.id, count = scheduled_ms.len(), "occurrences missed");
+            self.record(meta, scheduled_ms.to_vec(), outcome::MISSED);
         }
     }
 
     fn exhausted(&self, meta: &Arc<JobMeta>) {
-        let _ = self.0.exhausted.send(meta.clone());
+        // Only the owner stops a job: a node that merely saw a delay job's instant
+        // pass must leave it for the owner (or, if the owner died, its successor's
+        // catch-up).
+        if self.0.gate.owns(&meta.id) {
+            let _ = self.0.exhausted.send(meta.clone());
+        }
     }
 }
 
@@ -306,7 +368,10 @@ impl ScriptCache {
             c.bytes = 0;
         }
         c.bytes += script.len();
-        if let Some((_, old)) = c.map.insert(meta.id.clone(), (meta.version, script.clone())) {
+        if let Some((_, old)) = c
+            .map
+            .insert(meta.id.clone(), (meta.version, script.clone()))
+        {
             c.bytes -= old.len();
         }
         Ok(Some(script))

@@ -28,7 +28,9 @@ use crate::job::Trigger;
 pub enum Plan {
     Cron(Schedule),
     /// A delay job: once, at this instant (ms).
-    Once { at_ms: i64 },
+    Once {
+        at_ms: i64,
+    },
 }
 
 /// What the run of a job needs to know; shared by all its fires.
@@ -91,6 +93,7 @@ enum Command {
     Finished(Arc<str>),
     Next(Arc<str>, oneshot::Sender<Option<i64>>),
     Upcoming(usize, oneshot::Sender<Vec<(Arc<JobMeta>, i64)>>),
+    Versions(oneshot::Sender<Vec<(Arc<str>, u64)>>),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -144,6 +147,15 @@ impl SchedulerHandle {
     pub async fn upcoming(&self, n: usize) -> Vec<(Arc<JobMeta>, i64)> {
         let (tx, rx) = oneshot::channel();
         if self.send(Command::Upcoming(n, tx)).is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+
+    /// Every job in the wheel with the version it was scheduled at.
+    pub async fn versions(&self) -> Vec<(Arc<str>, u64)> {
+        let (tx, rx) = oneshot::channel();
+        if self.send(Command::Versions(tx)).is_err() {
             return Vec::new();
         }
         rx.await.unwrap_or_default()
@@ -310,6 +322,14 @@ impl<D: Dispatch> SchedulerTask<D> {
             }
             Command::Next(id, ack) => {
                 let _ = ack.send(self.entries.get(&id).map(|e| e.next_ms));
+            }
+            Command::Versions(ack) => {
+                let _ = ack.send(
+                    self.entries
+                        .iter()
+                        .map(|(id, e)| (id.clone(), e.job.meta.version))
+                        .collect(),
+                );
             }
             Command::Upcoming(n, ack) => {
                 // A bounded max-heap keeps the n soonest in one pass.
@@ -522,7 +542,10 @@ mod tests {
         assert_eq!(c.run, Some(86_400_000));
         assert_eq!(c.missed.len(), MAX_MISSED_RECORDS);
         assert_eq!(c.missed.last(), Some(&86_399_000));
-        assert_eq!(c.missed.first(), Some(&(86_400_000 - 1000 * MAX_MISSED_RECORDS as i64)));
+        assert_eq!(
+            c.missed.first(),
+            Some(&(86_400_000 - 1000 * MAX_MISSED_RECORDS as i64))
+        );
         assert!(c.more_missed);
     }
 
@@ -539,7 +562,11 @@ mod tests {
     async fn a_job_fires_at_its_instants_never_early() {
         let rec = Recorder::default();
         let (h, _j) = spawn(rec.clone());
-        let next = h.upsert(cron_job("a", "@every 200ms")).await.unwrap().unwrap();
+        let next = h
+            .upsert(cron_job("a", "@every 200ms"))
+            .await
+            .unwrap()
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(700)).await;
         h.shutdown().await;
         let evs = rec.take();
@@ -644,10 +671,7 @@ mod tests {
     async fn an_expired_cron_is_exhausted_at_once() {
         let rec = Recorder::default();
         let (h, _j) = spawn(rec.clone());
-        let next = h
-            .upsert(cron_job("old", "0 0 0 1 1 ? 2020"))
-            .await
-            .unwrap();
+        let next = h.upsert(cron_job("old", "0 0 0 1 1 ? 2020")).await.unwrap();
         assert_eq!(next, None);
         assert_eq!(rec.take(), vec![Ev::Exhausted("old".into())]);
     }

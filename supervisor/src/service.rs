@@ -16,6 +16,7 @@ use tokio::sync::{Mutex, mpsc};
 use web::dto::{self, *};
 use web::{Backend, DebugSession, ServiceError, ServiceResult};
 
+use crate::cluster::{Cluster, OwnershipChange};
 use crate::cron::{Schedule, parse_timezone};
 use crate::job::{Job, LastRun, MisfirePolicy, OverlapPolicy, RunRecord};
 use crate::pool::{Pool, RunEvent, RunRequest};
@@ -57,7 +58,13 @@ pub struct Service {
     locks: Vec<Mutex<()>>,
     stats: Arc<RunStats>,
     started_at: DateTime<Utc>,
+    /// Cluster mode only: announcements, ownership, membership.
+    cluster: Option<Cluster>,
 }
+
+/// How far back a node looks for occurrences that nobody ran when it gains jobs (a node
+/// died, Redis came back). Longer than any takeover; claims keep it exactly-once.
+pub const TAKEOVER_LOOKBACK_MS: i64 = 60_000;
 
 const LOCK_STRIPES: usize = 256;
 
@@ -71,6 +78,7 @@ impl Service {
         node: String,
         mode: &'static str,
         stats: Arc<RunStats>,
+        cluster: Option<Cluster>,
     ) -> Self {
         Service {
             store,
@@ -83,6 +91,7 @@ impl Service {
             locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             stats,
             started_at: Utc::now(),
+            cluster,
         }
     }
 
@@ -100,19 +109,16 @@ impl Service {
         let n = jobs.len();
         let mut batch = Vec::with_capacity(BATCH.min(n));
         for job in jobs {
-            let since = job
-                .last
-                .scheduled_at_ms
-                .unwrap_or(job.updated_at_ms)
-                .max(job.updated_at_ms);
-            match schedule_of(&job, Some(since)) {
+            match schedule_of(&job, Some(job_since(&job))) {
                 Ok(s) => batch.push(s),
                 Err(e) => {
                     tracing::error!(job = %job.id, field = e.0, error = %e.1, "a stored job cannot be scheduled; leaving it unscheduled");
                 }
             }
             if batch.len() == BATCH {
-                self.scheduler.upsert_many(std::mem::take(&mut batch)).await?;
+                self.scheduler
+                    .upsert_many(std::mem::take(&mut batch))
+                    .await?;
             }
         }
         self.scheduler.upsert_many(batch).await?;
@@ -136,14 +142,45 @@ impl Service {
             stopped.enabled = false;
             stopped.version += 1;
             stopped.updated_at_ms = now_ms();
-            if let Err(e) = self.store.update_job(&stopped, None, job.version).await {
-                tracing::error!(job = %meta.id, error = %e, "could not stop a finished job");
+            match self.store.update_job(&stopped, None, job.version).await {
+                Ok(()) => self.announce(&stopped.id, stopped.version),
+                Err(e) => {
+                    tracing::error!(job = %meta.id, error = %e, "could not stop a finished job")
+                }
             }
         }
     }
 
     fn view(&self, job: &Job) -> JobView {
         view_of(job, now_ms())
+    }
+
+    /// Every live node with the number of scheduled jobs it owns.
+    async fn node_stats(&self) -> Vec<NodeStats> {
+        let Some(c) = &self.cluster else {
+            return vec![NodeStats {
+                node: self.node.clone(),
+                heartbeat_age_ms: 0,
+                jobs_owned: self.scheduler.scheduled(),
+                is_self: true,
+            }];
+        };
+        let ring = c.ring();
+        let mut owned: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+        for (id, _) in self.scheduler.versions().await {
+            if let Some(o) = ring.owner(&id) {
+                *owned.entry(o.to_owned()).or_default() += 1;
+            }
+        }
+        c.members()
+            .into_iter()
+            .map(|m| NodeStats {
+                jobs_owned: owned.get(&m.node).copied().unwrap_or(0),
+                is_self: m.node == c.node(),
+                heartbeat_age_ms: m.age_ms,
+                node: m.node,
+            })
+            .collect()
     }
 
     async fn load(&self, id: &str) -> ServiceResult<Job> {
@@ -160,7 +197,92 @@ impl Service {
             .update_job(job, script, expected)
             .await
             .map_err(store_err)?;
+        self.announce(&job.id, job.version);
         self.apply_schedule(job).await
+    }
+
+    fn announce(&self, id: &str, version: u64) {
+        if let Some(c) = &self.cluster {
+            c.announce(id, version);
+        }
+    }
+
+    /// Brings this node's schedule of one job in line with the store (after an
+    /// announcement, a reconcile or a takeover). Occurrences after `max(the job's last
+    /// handled occurrence, now - lookback)` that nobody ran are caught up, claimed.
+    pub async fn reload(&self, id: &str, lookback_ms: Option<i64>) {
+        let _guard = self.lock_for(id).lock().await;
+        let job = match self.store.get_job(id).await {
+            Ok(j) => j,
+            Err(e) => {
+                tracing::warn!(job = %id, error = %e, "could not reload a job; will retry at the next reconcile");
+                return;
+            }
+        };
+        let result = match job {
+            Some(job) if job.enabled => {
+                let since = lookback_ms.map(|l| job_since(&job).max(now_ms() - l));
+                match schedule_of(&job, since) {
+                    Ok(s) => self.scheduler.upsert(s).await.map(|_| ()),
+                    Err(e) => {
+                        tracing::error!(job = %id, field = e.0, error = %e.1, "a stored job cannot be scheduled");
+                        self.scheduler.remove(id).await
+                    }
+                }
+            }
+            _ => self.scheduler.remove(id).await,
+        };
+        if result.is_err() {
+            tracing::warn!(job = %id, "the scheduler has stopped; reload dropped");
+        }
+    }
+
+    /// Compares the wheel with the store and reloads every job that differs: what a
+    /// lost announcement leaves behind. Returns how many were reloaded.
+    pub async fn reconcile(&self) -> anyhow::Result<usize> {
+        let stored = self.store.enabled_jobs().await?;
+        let wheel: std::collections::HashMap<Arc<str>, u64> =
+            self.scheduler.versions().await.into_iter().collect();
+        let mut stale: Vec<String> = Vec::new();
+        let mut enabled = std::collections::HashSet::with_capacity(stored.len());
+        for job in &stored {
+            enabled.insert(job.id.as_str());
+            if wheel.get(job.id.as_str()).is_none_or(|v| *v < job.version) {
+                stale.push(job.id.clone());
+            }
+        }
+        for id in wheel.keys() {
+            if !enabled.contains(&**id) {
+                stale.push(id.to_string());
+            }
+        }
+        for id in &stale {
+            self.reload(id, Some(TAKEOVER_LOOKBACK_MS)).await;
+        }
+        Ok(stale.len())
+    }
+
+    /// This node gained jobs (a node left, or this node came back): reload them with a
+    /// catch-up of what nobody ran meanwhile.
+    pub async fn take_over(&self, change: &OwnershipChange) -> anyhow::Result<usize> {
+        let Some(cluster) = &self.cluster else {
+            return Ok(0);
+        };
+        let me = cluster.node();
+        let gained: Vec<Job> = self
+            .store
+            .enabled_jobs()
+            .await?
+            .into_iter()
+            .filter(|j| {
+                change.after.owner(&j.id) == Some(me)
+                    && change.before.as_ref().and_then(|r| r.owner(&j.id)) != Some(me)
+            })
+            .collect();
+        for job in &gained {
+            self.reload(&job.id, Some(TAKEOVER_LOOKBACK_MS)).await;
+        }
+        Ok(gained.len())
     }
 
     async fn apply_schedule(&self, job: &Job) -> ServiceResult<()> {
@@ -169,7 +291,10 @@ impl Service {
             let s = schedule_of(job, None).map_err(|e| ServiceError::invalid(e.0, e.1))?;
             self.scheduler.upsert(s).await.map_err(|_| stopped())?;
         } else {
-            self.scheduler.remove(&job.id).await.map_err(|_| stopped())?;
+            self.scheduler
+                .remove(&job.id)
+                .await
+                .map_err(|_| stopped())?;
         }
         Ok(())
     }
@@ -199,6 +324,15 @@ impl Service {
         };
         Ok(job)
     }
+}
+
+/// The instant after which a job's occurrences have not been handled: its last handled
+/// occurrence, or its last change, whichever is later.
+fn job_since(job: &Job) -> i64 {
+    job.last
+        .scheduled_at_ms
+        .unwrap_or(job.updated_at_ms)
+        .max(job.updated_at_ms)
 }
 
 /// Field-level validation of a whole job. `starting`: it is (or will be) scheduled, so
@@ -297,11 +431,14 @@ fn check_job_id(id: &str) -> ServiceResult<()> {
 }
 
 /// What the scheduler needs to hold a job. Errors carry (field, message).
-pub fn schedule_of(job: &Job, catch_up_since_ms: Option<i64>) -> Result<JobSchedule, (&'static str, String)> {
+pub fn schedule_of(
+    job: &Job,
+    catch_up_since_ms: Option<i64>,
+) -> Result<JobSchedule, (&'static str, String)> {
     let plan = match job.exec_type {
-        ExecType::Timing => Plan::Cron(
-            Schedule::parse(&job.cron, &job.timezone).map_err(|e| ("cron", e.0))?,
-        ),
+        ExecType::Timing => {
+            Plan::Cron(Schedule::parse(&job.cron, &job.timezone).map_err(|e| ("cron", e.0))?)
+        }
         ExecType::Delay => Plan::Once {
             at_ms: job
                 .exec_at_ms
@@ -407,7 +544,9 @@ fn store_err(e: StoreError) -> ServiceError {
         StoreError::VersionConflict { id, .. } => ServiceError::Conflict(format!(
             "job {id:?} was changed by another request at the same time; retry"
         )),
-        StoreError::Unavailable(e) => ServiceError::Unavailable(format!("store unavailable: {e:#}")),
+        StoreError::Unavailable(e) => {
+            ServiceError::Unavailable(format!("store unavailable: {e:#}"))
+        }
         StoreError::Other(e) => ServiceError::Internal(e),
     }
 }
@@ -472,6 +611,7 @@ impl Backend for Service {
             .create_job(&job, &script)
             .await
             .map_err(store_err)?;
+        self.announce(&job.id, job.version);
         if start {
             self.apply_schedule(&job).await?;
         }
@@ -493,7 +633,11 @@ impl Backend for Service {
             || job.cron != old.cron
             || job.timezone != old.timezone
             || job.exec_at_ms != old.exec_at_ms;
-        validate(&job, script.as_deref(), job.enabled && (timing_changed || delay_changed))?;
+        validate(
+            &job,
+            script.as_deref(),
+            job.enabled && (timing_changed || delay_changed),
+        )?;
         job.version = old.version + 1;
         job.updated_at_ms = now_ms();
         self.save(&job, script.as_deref(), old.version).await
@@ -502,6 +646,7 @@ impl Backend for Service {
     async fn delete_job(&self, id: &str) -> ServiceResult<()> {
         let _guard = self.lock_for(id).lock().await;
         let existed = self.store.delete_job(id).await.map_err(store_err)?;
+        self.announce(id, u64::MAX);
         self.scheduler
             .remove(id)
             .await
@@ -753,8 +898,18 @@ impl Backend for Service {
         if !self.scheduler.is_alive() {
             problems.push("the scheduler has stopped".to_owned());
         }
+        if let Some(c) = &self.cluster
+            && let Some(p) = c.problem()
+        {
+            problems.push(format!("not firing: {p}"));
+        }
         Health {
-            status: if problems.is_empty() { "ok" } else { "degraded" }.to_owned(),
+            status: if problems.is_empty() {
+                "ok"
+            } else {
+                "degraded"
+            }
+            .to_owned(),
             mode: self.mode.to_owned(),
             node: self.node.clone(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -793,17 +948,27 @@ impl Backend for Service {
             per_minute: snap.per_minute,
             upcoming,
             recent_failures: snap.recent_failures,
-            nodes: vec![NodeStats {
-                node: self.node.clone(),
-                heartbeat_age_ms: 0,
-                jobs_owned: self.scheduler.scheduled(),
-                is_self: true,
-            }],
+            nodes: self.node_stats().await,
             workers_alive: pool.workers_alive,
             workers_busy: pool.workers_busy,
             runs_in_flight: pool.runs_in_flight,
             runs_queued: pool.runs_queued,
             started_at: self.started_at,
+        })
+    }
+
+    async fn cluster(&self) -> ServiceResult<ClusterView> {
+        Ok(ClusterView {
+            mode: self.mode.to_owned(),
+            cluster: self
+                .cluster
+                .as_ref()
+                .map(|c| c.cluster_name().to_owned())
+                .unwrap_or_default(),
+            node: self.node.clone(),
+            healthy: self.cluster.as_ref().is_none_or(|c| c.healthy()),
+            problem: self.cluster.as_ref().and_then(|c| c.problem()),
+            nodes: self.node_stats().await,
         })
     }
 }

@@ -40,6 +40,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("/api/debug", "get"),
     ("/healthz", "get"),
     ("/api/stats", "get"),
+    ("/api/cluster", "get"),
     ("/api/openapi.json", "get"),
 ];
 
@@ -64,6 +65,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/debug", get(crate::debug::debug))
         .route("/healthz", get(health))
         .route("/api/stats", get(stats))
+        .route("/api/cluster", get(cluster))
         .route("/api/openapi.json", get(openapi_json))
 }
 
@@ -440,6 +442,16 @@ pub async fn cron_preview(
     ))]
 pub async fn stats(State(state): State<AppState>) -> ApiResult<Json<Data<Stats>>> {
     Ok(data(state.backend.stats().await?))
+}
+
+/// The cluster as this node sees it: live nodes, heartbeat ages, jobs owned by each.
+/// In standalone mode, this node alone.
+#[utoipa::path(get, path = "/api/cluster", tag = "service",
+    responses(
+        (status = 200, description = "The nodes", body = Data<ClusterView>),
+    ))]
+pub async fn cluster(State(state): State<AppState>) -> ApiResult<Json<Data<ClusterView>>> {
+    Ok(data(state.backend.cluster().await?))
 }
 
 /// Health of this node: 200 when `status` is `ok`, 503 when `degraded`. The body is

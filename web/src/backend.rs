@@ -94,4 +94,6 @@ pub trait Backend: Send + Sync + 'static {
     async fn health(&self) -> Health;
     /// The dashboard's numbers.
     async fn stats(&self) -> ServiceResult<Stats>;
+    /// The live nodes, their heartbeat age and how many jobs each owns.
+    async fn cluster(&self) -> ServiceResult<ClusterView>;
 }

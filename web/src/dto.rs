@@ -445,6 +445,21 @@ pub struct NodeStats {
     pub is_self: bool,
 }
 
+/// The cluster as this node sees it (`GET /api/cluster`).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterView {
+    /// `std` or `multi`.
+    pub mode: String,
+    pub cluster: String,
+    pub node: String,
+    /// False while this node cannot reach Redis or is not in the live set: it fires
+    /// nothing then.
+    pub healthy: bool,
+    pub problem: Option<String>,
+    pub nodes: Vec<NodeStats>,
+}
+
 /// The dashboard (`GET /api/stats`). Run counts and lateness are kept by this node since
 /// it started, in one-minute buckets.
 #[derive(Debug, Clone, Serialize, ToSchema)]

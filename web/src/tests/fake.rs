@@ -337,6 +337,17 @@ impl Backend for Fake {
         })
     }
 
+    async fn cluster(&self) -> ServiceResult<ClusterView> {
+        Ok(ClusterView {
+            mode: "std".into(),
+            cluster: "default".into(),
+            node: "n1".into(),
+            healthy: true,
+            problem: None,
+            nodes: vec![],
+        })
+    }
+
     async fn health(&self) -> Health {
         let degraded = self.degraded.load(Ordering::SeqCst);
         Health {
