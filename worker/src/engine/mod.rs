@@ -1,0 +1,255 @@
+//! The JavaScript engine seam: everything that touches rquickjs lives under here, one
+//! module per capability a script can see (llrt-style, each with an `init(ctx)`).
+//!
+//! - [`console`]: `console.*`, formatted in Rust by [`inspect`].
+//! - [`timers`]: `setTimeout`/`setInterval` and their `clear*` twins.
+//! - [`http`]: `fetch` and `require('http').get`, both brokered through the supervisor.
+//! - [`modules`]: `require`, and the resolver/loader that refuses every import but
+//!   `http`.
+//! - [`job`]: the read-only global `job`.
+//! - [`errors`]: turning thrown values into [`protocol::ScriptError`]s.
+//!
+//! Per-run state that holds JS values lives in the runtime's userdata ([`RunCx`]), never
+//! in Rust closures: the runtime frees userdata before it frees itself, so no JS object
+//! can outlive its runtime (QuickJS aborts on leaked objects), whatever way a run ends.
+//!
+//! Must not: expose anything that reads the host (files, environment, processes,
+//! sockets), or keep a JS value anywhere but in a run's own runtime.
+
+pub(crate) mod console;
+pub(crate) mod errors;
+pub(crate) mod http;
+pub(crate) mod inspect;
+pub(crate) mod job;
+pub(crate) mod modules;
+pub(crate) mod timers;
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
+use std::time::Instant;
+
+use protocol::{
+    ConsoleLevel, ConsoleLine, HostCall, HostResponse, JobContext, RunId, ScriptError,
+    WorkerMessage,
+};
+use rquickjs::{Ctx, JsLifetime};
+use tokio::sync::{Notify, mpsc};
+
+/// Where a run's outgoing frames go (the serve loop's writer task).
+pub(crate) type Outbox = mpsc::UnboundedSender<WorkerMessage>;
+
+/// Why a run must stop now, whatever the script is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stop {
+    TimedOut,
+    Cancelled,
+    OutputLimit,
+}
+
+/// The Rust side of one run: what the serve loop, the interrupt handler and the native
+/// functions share. Holds no JS values, so it may be captured anywhere.
+pub(crate) struct RunHost {
+    pub(crate) run_id: RunId,
+    out: Outbox,
+    /// Next console line's `seq`.
+    seq: Cell<u32>,
+    /// Console text bytes sent so far, against `output_limit`.
+    output_used: Cell<u64>,
+    output_limit: u64,
+    /// Set once; the run's event loop and the interrupt handler obey it.
+    stop: Cell<Option<Stop>>,
+    /// The run's wall deadline.
+    pub(crate) deadline: Instant,
+    next_call_id: Cell<u32>,
+    /// Rejected promises nobody handled yet: (promise identity, error).
+    unhandled: RefCell<Vec<(u64, ScriptError)>>,
+    /// Host replies that arrived and are waiting for the run's event loop.
+    replies: RefCell<VecDeque<(u32, Result<HostResponse, String>)>>,
+    /// Wakes the run's event loop: a reply arrived, the run was cancelled, …
+    pub(crate) wake: Notify,
+}
+
+impl RunHost {
+    pub(crate) fn new(run_id: RunId, out: Outbox, output_limit: u64, deadline: Instant) -> Self {
+        Self {
+            run_id,
+            out,
+            seq: Cell::new(0),
+            output_used: Cell::new(0),
+            output_limit,
+            stop: Cell::new(None),
+            deadline,
+            next_call_id: Cell::new(1),
+            unhandled: RefCell::new(Vec::new()),
+            replies: RefCell::new(VecDeque::new()),
+            wake: Notify::new(),
+        }
+    }
+
+    pub(crate) fn send(&self, msg: WorkerMessage) {
+        // The receiver only goes away when the worker is exiting.
+        let _ = self.out.send(msg);
+    }
+
+    pub(crate) fn stop_reason(&self) -> Option<Stop> {
+        self.stop.get()
+    }
+
+    /// Records why the run must end (the first reason wins) and wakes its loop.
+    pub(crate) fn stop(&self, why: Stop) {
+        if self.stop.get().is_none() {
+            self.stop.set(Some(why));
+        }
+        self.wake.notify_one();
+    }
+
+    /// The interrupt handler: true aborts the running JS with an uncatchable error.
+    pub(crate) fn should_interrupt(&self) -> bool {
+        if self.stop.get().is_some() {
+            return true;
+        }
+        if Instant::now() >= self.deadline {
+            self.stop(Stop::TimedOut);
+            return true;
+        }
+        false
+    }
+
+    /// Whether the run must stop, recording a timeout if the deadline has passed. Unlike
+    /// [`RunHost::should_interrupt`] this is for the allocator: same rule.
+    pub(crate) fn must_stop(&self) -> bool {
+        self.should_interrupt()
+    }
+
+    /// Streams one console line, or returns false (and stops the run) when it would
+    /// exceed the run's output limit.
+    pub(crate) fn console(&self, level: ConsoleLevel, text: String) -> bool {
+        if self.stop.get().is_some() {
+            return false;
+        }
+        let used = self.output_used.get().saturating_add(text.len() as u64);
+        if used > self.output_limit {
+            self.stop(Stop::OutputLimit);
+            return false;
+        }
+        self.output_used.set(used);
+        let seq = self.seq.get();
+        self.seq.set(seq.wrapping_add(1));
+        self.send(WorkerMessage::Console(ConsoleLine {
+            run_id: self.run_id,
+            seq,
+            level,
+            text,
+            at_ms: now_ms(),
+        }));
+        true
+    }
+
+    /// Console bytes this run may still send (formatting stops a little past it).
+    pub(crate) fn output_left(&self) -> usize {
+        usize::try_from(self.output_limit.saturating_sub(self.output_used.get()))
+            .unwrap_or(usize::MAX)
+    }
+
+    /// Sends a host call and returns its id; the reply comes back through
+    /// [`RunHost::push_reply`].
+    pub(crate) fn host_call(&self, call: HostCall) -> u32 {
+        let call_id = self.next_call_id.get();
+        self.next_call_id.set(call_id.wrapping_add(1));
+        self.send(WorkerMessage::HostCall {
+            run_id: self.run_id,
+            call_id,
+            call,
+        });
+        call_id
+    }
+
+    pub(crate) fn push_reply(&self, call_id: u32, result: Result<HostResponse, String>) {
+        self.replies.borrow_mut().push_back((call_id, result));
+        self.wake.notify_one();
+    }
+
+    pub(crate) fn pop_reply(&self) -> Option<(u32, Result<HostResponse, String>)> {
+        self.replies.borrow_mut().pop_front()
+    }
+
+    pub(crate) fn rejection(
+        &self,
+        promise: u64,
+        handled: bool,
+        error: impl FnOnce() -> ScriptError,
+    ) {
+        let mut list = self.unhandled.borrow_mut();
+        if handled {
+            list.retain(|(p, _)| *p != promise);
+        } else {
+            list.push((promise, error()));
+        }
+    }
+
+    /// The first unhandled rejection, ignoring `except` (the module's own promise).
+    pub(crate) fn take_unhandled(&self, except: u64) -> Option<ScriptError> {
+        let mut list = self.unhandled.borrow_mut();
+        let pos = list.iter().position(|(p, _)| *p != except)?;
+        Some(list.swap_remove(pos).1)
+    }
+}
+
+/// Wall-clock now, Unix milliseconds.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Everything per run that holds JS values. Stored as the runtime's userdata.
+pub(crate) struct RunCx<'js> {
+    pub(crate) host: Rc<RunHost>,
+    pub(crate) timers: RefCell<timers::Timers<'js>>,
+    pub(crate) calls: RefCell<HashMap<u32, http::PendingCall<'js>>>,
+    /// `require('http')`, built on first use and then shared with `import`.
+    pub(crate) http_module: RefCell<Option<rquickjs::Object<'js>>>,
+}
+
+// SAFETY: `RunCx<'js>` only holds `'js`-bound values through its type parameter, so
+// changing the lifetime is changing that parameter.
+unsafe impl<'js> JsLifetime<'js> for RunCx<'js> {
+    type Changed<'to> = RunCx<'to>;
+}
+
+/// The run's [`RunCx`]; errors (it is always installed before any script runs).
+pub(crate) fn run_cx<'a, 'js>(
+    ctx: &'a Ctx<'js>,
+) -> rquickjs::Result<rquickjs::runtime::UserDataGuard<'a, RunCx<'js>>> {
+    ctx.userdata::<RunCx<'js>>()
+        .ok_or_else(|| rquickjs::Exception::throw_internal(ctx, "traitor: run state missing"))
+}
+
+/// Installs the run's state and every global a script may use.
+pub(crate) fn install<'js>(
+    ctx: &Ctx<'js>,
+    host: Rc<RunHost>,
+    job: &JobContext,
+) -> rquickjs::Result<()> {
+    let cx = RunCx {
+        host,
+        timers: RefCell::new(timers::Timers::default()),
+        calls: RefCell::new(HashMap::new()),
+        http_module: RefCell::new(None),
+    };
+    if ctx.store_userdata(cx).is_err() {
+        return Err(rquickjs::Exception::throw_internal(
+            ctx,
+            "traitor: run state already in use",
+        ));
+    }
+    let globals = ctx.globals();
+    console::init(ctx, &globals)?;
+    timers::init(ctx, &globals)?;
+    http::init(ctx, &globals)?;
+    modules::init(ctx, &globals)?;
+    job::init(ctx, &globals, job)?;
+    Ok(())
+}
