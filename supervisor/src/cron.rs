@@ -159,9 +159,7 @@ fn parse_every(rest: &str) -> Result<i64, CronError> {
 }
 
 fn parser() -> CronParser {
-    CronParser::builder()
-        .sloppy_ranges(true)
-        .build()
+    CronParser::builder().sloppy_ranges(true).build()
 }
 
 fn intern(expr: &str) -> Result<Arc<Cron>, CronError> {
@@ -379,7 +377,14 @@ mod tests {
 
     #[test]
     fn bad_input_is_refused_with_a_reason() {
-        for bad in ["", "* * *", "61 * * * *", "* * * * * * * *", "nonsense", "@fortnightly"] {
+        for bad in [
+            "",
+            "* * *",
+            "61 * * * *",
+            "* * * * * * * *",
+            "nonsense",
+            "@fortnightly",
+        ] {
             let e = Schedule::parse(bad, "UTC").unwrap_err();
             assert!(!e.0.is_empty(), "{bad}");
         }
