@@ -105,6 +105,25 @@ test("the job is in the list with its schedule, zone and next run", async () => 
   await page.locator("#jobs-count", { hasText: "in total" }).waitFor();
 });
 
+test("edit the job's settings from its Edit action", async () => {
+  await row(jobId).locator("a", { hasText: "Edit" }).click();
+  await page.waitForURL(new RegExp(`#/jobs/${jobId}$`));
+  await page.locator("#description").waitFor();
+  assert.equal(await page.inputValue("#name"), NAME);
+  await page.fill("#description", "Builds the nightly report and mails it to the team");
+  await page.fill("#timezone", "Not/AZone");
+  await page.click("#save-job");
+  await page.locator("#timezone-error", { hasText: /./ }).waitFor();
+  await page.fill("#timezone", "Europe/Paris");
+  await page.locator("#cron-preview .tzname", { hasText: "Europe/Paris" }).waitFor();
+  await page.click("#save-job");
+  await page.locator(".job-head .tz", { hasText: "Europe/Paris" }).waitFor();
+  const job = await server.api("GET", `/api/job?id=${encodeURIComponent(jobId)}`);
+  assert.equal(job.description, "Builds the nightly report and mails it to the team");
+  assert.equal(job.timezone, "Europe/Paris");
+  assert.equal(job.state, 1, "editing keeps a running job running");
+});
+
 test("edit the script: syntax errors are marked, Ctrl+S saves", async () => {
   await page.goto(url(`#/jobs/${encodeURIComponent(jobId)}/script`));
   const content = page.locator(".cm-content");

@@ -27,6 +27,12 @@ function zoneList() {
   return [...new Set([...COMMON_ZONES, ...all])];
 }
 
+/** The API's messages start with the field's name; beside that field, it goes without saying. */
+function withoutField(field, message) {
+  const prefix = `${field}: `;
+  return field && message.startsWith(prefix) ? message.slice(prefix.length) : message;
+}
+
 function browserZone() {
   try { return Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC"; } catch { return "UTC"; }
 }
@@ -93,7 +99,7 @@ export function jobFormPage(root, { id }) {
     const controls = { name, description, cron, timezone: tz, execAt, timeLimitMs: timeLimit, memoryLimitMb: memLimit, execType: typeTiming, type: typeTiming };
 
     const preview = el("div", { class: "preview", id: "cron-preview", "aria-live": "polite" });
-    const execRel = el("div", { class: "hint", id: "execAt-relative", "aria-live": "polite" });
+    const execRel = el("div", { class: "small muted", id: "execAt-relative", "aria-live": "polite" });
     const examples = el("div", { class: "examples" }, el("span", { class: "faint small" }, "Examples"),
       EXAMPLES.map(([expr, label]) => el("button", {
         type: "button", class: "btn btn-sm btn-ghost", title: label,
@@ -132,7 +138,7 @@ export function jobFormPage(root, { id }) {
         submit,
         isNew ? el("label", { class: "checkbox" }, startNow, "Start it right away") : null,
         el("div", { style: { flex: 1 } }),
-        el("a", { class: "btn btn-ghost", href: isNew ? "#/jobs" : `#/jobs/${encodeURIComponent(id)}/script` }, "Cancel")));
+        el("a", { class: "btn btn-ghost", href: "#/jobs" }, "Cancel")));
 
     const head = isNew
       ? el("div", { class: "page-head" }, el("div", {},
@@ -161,6 +167,7 @@ export function jobFormPage(root, { id }) {
 
     function showError(fieldName, message) {
       const target = errors[fieldName];
+      message = withoutField(fieldName, message);
       if (target) {
         target.textContent = message;
         const c = controls[fieldName];
@@ -199,7 +206,7 @@ export function jobFormPage(root, { id }) {
         if (disposed || e.name === "AbortError") return;
         const target = e.field === "timezone" ? "timezone" : "cron";
         const input = target === "timezone" ? tz : cron;
-        (target === "timezone" ? fTz : fCron).error.textContent = e.message;
+        (target === "timezone" ? fTz : fCron).error.textContent = withoutField(target, e.message);
         input.setAttribute("aria-invalid", "true");
         fill(preview, el("span", { class: "faint" }, "No preview until the expression is valid."));
       }
