@@ -1,8 +1,10 @@
 //! The embedded SQLite store of standalone mode (`<data_dir>/traitor.db`).
 //!
-//! Layout: one writer thread owns the only read-write connection and commits writes in
-//! groups ([`writer`]); reads use a small pool of read-only connections inside
-//! `spawn_blocking`. The schema is versioned and migrated at open ([`schema`]).
+//! Layout: one writer thread owns the only connection that writes, and commits writes
+//! in groups ([`writer`]); a checkpointer thread moves committed WAL frames into the
+//! database file off the commit path ([`checkpoint`]); reads use a small pool of
+//! read-only connections inside `spawn_blocking`. The schema is versioned and migrated
+//! at open ([`schema`]).
 //!
 //! # Durability
 //!
@@ -23,6 +25,7 @@
 //! This module must not validate or schedule jobs (the service does), and nothing
 //! outside the writer thread may write to the database.
 
+mod checkpoint;
 mod rows;
 mod schema;
 mod writer;
@@ -98,10 +101,11 @@ impl SqliteStore {
 
     pub fn open_with(path: &Path, options: SqliteOptions) -> anyhow::Result<SqliteStore> {
         let conn = open_writer(path, options, schema::latest_version())?;
+        let checkpointer = checkpoint::Checkpointer::start(path)?;
         let (tx, rx) = mpsc::unbounded_channel();
         let thread = std::thread::Builder::new()
             .name("traitor-sqlite-writer".into())
-            .spawn(move || writer::run(conn, rx))
+            .spawn(move || writer::run(conn, rx, checkpointer))
             .context("start the SQLite writer thread")?;
         Ok(SqliteStore {
             path: path.to_owned(),

@@ -39,8 +39,12 @@ pub(super) fn configure_writer(conn: &Connection, fsync: bool) -> anyhow::Result
         .context("enable foreign keys")?;
     conn.busy_timeout(BUSY_TIMEOUT)
         .context("set busy timeout")?;
-    conn.pragma_update(None, "cache_size", -32_768)
+    conn.pragma_update(None, "cache_size", -4_096)
         .context("set cache size")?;
+    // Checkpoints run on their own thread (see `checkpoint`); this threshold (40 MiB
+    // of WAL) is only a safety net should that thread fall behind.
+    conn.pragma_update(None, "wal_autocheckpoint", 10_000)
+        .context("set WAL autocheckpoint")?;
     // Keep the WAL file from staying huge after a burst once it has been checkpointed.
     conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)
         .context("set journal size limit")?;

@@ -3,19 +3,22 @@
 //!
 //! Every write of the store becomes a [`Request`] on a channel. The thread takes all
 //! that is queued (up to [`MAX_BATCH`] requests or [`MAX_BATCH_BYTES`] of payload), runs
-//! them in ONE transaction with a SAVEPOINT each (so a failing request, e.g. a
-//! duplicate id, is rolled back alone and does not fail its neighbours), commits, and
-//! only then answers every request of the group. An answer is therefore never sent
+//! them in ONE transaction such that a failing request (a duplicate id, say) changes
+//! nothing and does not fail its neighbours (see [`commit_group`]), commits, and only
+//! then answers every request of the group. An answer is therefore never sent
 //! before the commit that makes it durable; that is the store's whole promise.
 //!
 //! Work per request is bounded (pruning comes in chunks, see [`PRUNE_CHUNK`]) so that no
 //! request holds the writer for long. This module does not read for callers: reads go
 //! through the read pool.
 
+use std::sync::atomic::Ordering;
+
 use anyhow::{Context, anyhow};
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
+use super::checkpoint::Checkpointer;
 use super::rows::{JOB_COLUMNS, encode_log, opt_to_i64, to_i64, trigger_str};
 use crate::job::{Job, RunRecord, outcome};
 use crate::store::{StoreError, StoreResult};
@@ -90,7 +93,11 @@ pub(super) enum Reply {
 pub(super) type Sender = mpsc::UnboundedSender<Request>;
 
 /// Runs until every sender is gone and the queue is drained, then checkpoints the WAL.
-pub(super) fn run(mut conn: Connection, mut rx: mpsc::UnboundedReceiver<Request>) {
+pub(super) fn run(
+    mut conn: Connection,
+    mut rx: mpsc::UnboundedReceiver<Request>,
+    checkpointer: Checkpointer,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
         let mut bytes = first.op.payload_bytes();
@@ -105,7 +112,9 @@ pub(super) fn run(mut conn: Connection, mut rx: mpsc::UnboundedReceiver<Request>
             }
         }
         commit_group(&mut conn, &mut batch);
+        checkpointer.dirty.store(true, Ordering::Release);
     }
+    checkpointer.stop();
     if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
         tracing::warn!(error = %e, "checkpoint the SQLite WAL at close");
     }
@@ -115,19 +124,24 @@ pub(super) fn run(mut conn: Connection, mut rx: mpsc::UnboundedReceiver<Request>
 }
 
 /// Applies a group of requests in one transaction and answers them after the commit.
+///
+/// Fast path: the requests run one after the other with no savepoint (savepoints cost a
+/// copy of every page a request touches). That is safe because every request detects
+/// its expected failures (`Duplicate`, `NotFound`, `VersionConflict`) before it changes
+/// anything. Any other error may leave a request half-applied, so the whole group is
+/// rolled back and replayed on the slow path, with a savepoint per request, where a
+/// failing request is undone alone and its neighbours still commit.
 fn commit_group(conn: &mut Connection, batch: &mut Vec<Request>) {
     let mut results: Vec<StoreResult<Reply>> = Vec::with_capacity(batch.len());
-    let committed = apply_all(conn, batch, &mut results);
-    if let Err(e) = committed {
+    let mut outcome = apply_all(conn, batch, &mut results, false);
+    if matches!(outcome, Ok(false)) {
+        rollback(conn);
+        results.clear();
+        outcome = apply_all(conn, batch, &mut results, true);
+    }
+    if let Err(e) = outcome {
         // Nothing of the group is on disk: every request fails, whatever it did.
-        let rolled_back = if conn.is_autocommit() {
-            Ok(())
-        } else {
-            conn.execute_batch("ROLLBACK")
-        };
-        if let Err(rb) = rolled_back {
-            tracing::warn!(error = %rb, "roll back a failed group commit");
-        }
+        rollback(conn);
         let msg = format!("{e:#}");
         let unavailable = is_unavailable(&e);
         results.clear();
@@ -146,15 +160,47 @@ fn commit_group(conn: &mut Connection, batch: &mut Vec<Request>) {
     }
 }
 
+fn rollback(conn: &Connection) {
+    if conn.is_autocommit() {
+        return;
+    }
+    if let Err(e) = conn.execute_batch("ROLLBACK") {
+        tracing::warn!(error = %e, "roll back a group transaction");
+    }
+}
+
+/// Whether a request's error guarantees it changed nothing.
+fn changed_nothing(res: &StoreResult<Reply>) -> bool {
+    matches!(
+        res,
+        Ok(_)
+            | Err(StoreError::Duplicate(_))
+            | Err(StoreError::NotFound(_))
+            | Err(StoreError::VersionConflict { .. })
+    )
+}
+
+/// Runs the group in one transaction and commits it. `Ok(false)`: without savepoints,
+/// a request failed in a way that may have left it half-applied; nothing is committed
+/// and the transaction is still open for the caller to roll back.
 fn apply_all(
     conn: &Connection,
     batch: &[Request],
     results: &mut Vec<StoreResult<Reply>>,
-) -> anyhow::Result<()> {
+    savepoints: bool,
+) -> anyhow::Result<bool> {
     conn.prepare_cached("BEGIN IMMEDIATE")?
         .execute([])
         .context("begin group transaction")?;
     for req in batch {
+        if !savepoints {
+            let res = apply(conn, &req.op);
+            if !changed_nothing(&res) {
+                return Ok(false);
+            }
+            results.push(res);
+            continue;
+        }
         conn.prepare_cached("SAVEPOINT req")?
             .execute([])
             .context("open savepoint")?;
@@ -172,7 +218,7 @@ fn apply_all(
     conn.prepare_cached("COMMIT")?
         .execute([])
         .context("commit group transaction")?;
-    Ok(())
+    Ok(true)
 }
 
 /// Whether an error means the database cannot be written at all (full disk, I/O
