@@ -198,6 +198,8 @@ export function jobFormPage(root, { id }) {
         fTz.error.textContent = "";
         cron.removeAttribute("aria-invalid");
         tz.removeAttribute("aria-invalid");
+        preview.dataset.cron = expr;
+        preview.dataset.timezone = zone;
         fill(preview, el("div", {}, "Next runs ", el("span", { class: "tzname" }, `(${zone})`)),
           times.length
             ? el("ol", { id: "cron-preview-list" }, times.map((t) => el("li", { title: t }, fmtInZone(t, zone), el("span", { class: "faint" }, ` · ${fmtRelative(t)}`))))
@@ -208,6 +210,7 @@ export function jobFormPage(root, { id }) {
         const input = target === "timezone" ? tz : cron;
         (target === "timezone" ? fTz : fCron).error.textContent = withoutField(target, e.message);
         input.setAttribute("aria-invalid", "true");
+        delete preview.dataset.cron;
         fill(preview, el("span", { class: "faint" }, "No preview until the expression is valid."));
       }
     }, 300);
