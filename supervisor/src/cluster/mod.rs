@@ -5,9 +5,11 @@
 //! node that owns the job on its current view of the ring acts, and only after it has
 //! claimed `(job id, scheduled instant)` with `SET … NX` in Redis; a node that loses the
 //! claim does nothing. Views of the ring differ for a moment when nodes come and go, and
-//! clocks differ, but a claim is won once. On top of Redis, each node keeps the latest
-//! instant it claimed per job and never claims at or before it again, so a Redis restart
-//! (which forgets the claims) cannot make a node re-run what it already ran.
+//! clocks differ, but a claim is won once. On top of Redis, each node remembers the exact
+//! instants it claimed in the last [`REMEMBER_CLAIMS_MS`] and never claims them again,
+//! so a Redis restart (which forgets the claims) cannot make a node re-run what it
+//! already ran. (A "latest instant" floor would be wrong: a catch-up claims older
+//! instants after newer ones.)
 //!
 //! Membership: each node runs one Lua script every [`HEARTBEAT_EVERY`] that records it
 //! in a sorted set scored by Redis's own clock, drops members silent for [`NODE_TTL`],
@@ -20,7 +22,7 @@
 
 pub mod ring;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -40,6 +42,8 @@ pub const HEARTBEAT_EVERY: Duration = Duration::from_millis(500);
 pub const NODE_TTL: Duration = Duration::from_millis(3_000);
 /// How long a claim is remembered in Redis: far longer than any catch-up looks back.
 const CLAIM_TTL_MS: u64 = 15 * 60 * 1000;
+/// How long a node remembers its own claims: longer than any catch-up looks back.
+pub const REMEMBER_CLAIMS_MS: i64 = 2 * crate::service::TAKEOVER_LOOKBACK_MS;
 /// Commands to Redis fail after this, so a dead Redis cannot stall a fire.
 const REDIS_TIMEOUT: Duration = Duration::from_millis(1_000);
 
@@ -118,8 +122,8 @@ struct Inner {
     client: redis::Client,
     conn: ConnectionManager,
     view: RwLock<View>,
-    /// Latest instant this node claimed, per job.
-    floors: Mutex<HashMap<Arc<str>, i64>>,
+    /// Instants this node claimed recently, per job.
+    claimed: Mutex<HashMap<Arc<str>, BTreeSet<i64>>>,
 }
 
 impl Cluster {
@@ -143,7 +147,7 @@ impl Cluster {
                 problem: Some("no heartbeat yet".into()),
                 ..View::default()
             }),
-            floors: Mutex::new(HashMap::new()),
+            claimed: Mutex::new(HashMap::new()),
         })))
     }
 
@@ -321,6 +325,27 @@ impl Cluster {
     }
 }
 
+impl Inner {
+    fn remembers(&self, job_id: &str, instant_ms: i64) -> bool {
+        self.claimed
+            .lock()
+            .get(job_id)
+            .is_some_and(|set| set.contains(&instant_ms))
+    }
+
+    fn remember(&self, job_id: Arc<str>, instant_ms: i64) {
+        let horizon = crate::scheduler::now_ms() - REMEMBER_CLAIMS_MS;
+        let mut map = self.claimed.lock();
+        let set = map.entry(job_id).or_default();
+        set.insert(instant_ms);
+        // Forget what no catch-up can reach any more (the set stays a few entries per
+        // job per lookback).
+        while set.first().is_some_and(|t| *t < horizon) {
+            set.pop_first();
+        }
+    }
+}
+
 fn parse_members(raw: Vec<String>) -> Result<Vec<Member>, String> {
     let mut it = raw.into_iter();
     let now: i64 = it
@@ -357,12 +382,7 @@ impl FireGate for Cluster {
     ) -> Pin<Box<dyn Future<Output = bool> + Send>> {
         let inner = self.0.clone();
         Box::pin(async move {
-            if inner
-                .floors
-                .lock()
-                .get(&job_id)
-                .is_some_and(|f| instant_ms <= *f)
-            {
+            if inner.remembers(&job_id, instant_ms) {
                 return false;
             }
             let key = format!("{}{}@{}", inner.keys.claim_prefix, job_id, instant_ms);
@@ -377,9 +397,7 @@ impl FireGate for Cluster {
                 .await;
             match won {
                 Ok(Some(_)) => {
-                    let mut f = inner.floors.lock();
-                    let e = f.entry(job_id).or_insert(instant_ms);
-                    *e = (*e).max(instant_ms);
+                    inner.remember(job_id, instant_ms);
                     true
                 }
                 Ok(None) => false,
