@@ -17,8 +17,11 @@ log "building the binaries the end-to-end tests start"
 cargo build --workspace --bins --quiet
 
 log "unit, integration and end-to-end tests"
+# A failing test must not end the script before the browser tests and the summary.
+set +e
 cargo test --workspace --no-fail-fast 2>&1 | tee target/test-output.txt
 status=${PIPESTATUS[0]}
+set -e
 
 # ---- browser tests of the web UI (tests/browser; owned by the web UI) -----------------
 # Real headless Chromium (Debian's package) driven by playwright-core from npm, against

@@ -9,7 +9,12 @@ import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
 
 export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
-export const SCREENSHOTS = join(REPO, "docs", "screenshots");
+// The committed screenshots in docs/screenshots are refreshed on request
+// (TRAITOR_SCREENSHOTS_DIR=docs/screenshots); ordinary runs write under target/ so that a
+// test run leaves the work tree clean.
+export const SCREENSHOTS = process.env.TRAITOR_SCREENSHOTS_DIR
+  ? join(REPO, process.env.TRAITOR_SCREENSHOTS_DIR)
+  : join(REPO, "target", "screenshots");
 const CHROMIUM = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
 
 export function freePort() {
