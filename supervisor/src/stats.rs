@@ -18,8 +18,8 @@ const KEEP_FAILURES: usize = 20;
 
 /// Upper edges (ms) of the lateness buckets; the last bucket is open.
 const EDGES_MS: [f64; 23] = [
-    0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 7.0, 10.0, 15.0, 20.0, 30.0, 50.0, 75.0, 100.0, 150.0,
-    200.0, 300.0, 500.0, 750.0, 1000.0, 2000.0, 5000.0, 10000.0,
+    0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 7.0, 10.0, 15.0, 20.0, 30.0, 50.0, 75.0, 100.0, 150.0, 200.0,
+    300.0, 500.0, 750.0, 1000.0, 2000.0, 5000.0, 10000.0,
 ];
 const BUCKETS: usize = EDGES_MS.len() + 1;
 
@@ -30,7 +30,10 @@ struct Lateness {
 
 impl Lateness {
     fn record(&mut self, ms: f64) {
-        let i = EDGES_MS.iter().position(|e| ms <= *e).unwrap_or(BUCKETS - 1);
+        let i = EDGES_MS
+            .iter()
+            .position(|e| ms <= *e)
+            .unwrap_or(BUCKETS - 1);
         self.buckets[i] = self.buckets[i].saturating_add(1);
     }
 
@@ -116,7 +119,13 @@ fn add(a: &mut OutcomeCounts, b: &OutcomeCounts) {
 }
 
 fn finished(c: &OutcomeCounts) -> u64 {
-    c.succeeded + c.failed + c.timed_out + c.out_of_memory + c.output_limit + c.crashed + c.cancelled
+    c.succeeded
+        + c.failed
+        + c.timed_out
+        + c.out_of_memory
+        + c.output_limit
+        + c.crashed
+        + c.cancelled
 }
 
 fn dt(ms: i64) -> DateTime<Utc> {
@@ -143,7 +152,11 @@ impl RunStats {
             None => {
                 // Keep buckets ordered; an occurrence older than the newest bucket that
                 // has no bucket of its own (rare) goes into the oldest one it fits after.
-                let pos = g.minutes.iter().position(|m| m.start_ms > start).unwrap_or(g.minutes.len());
+                let pos = g
+                    .minutes
+                    .iter()
+                    .position(|m| m.start_ms > start)
+                    .unwrap_or(g.minutes.len());
                 g.minutes.insert(
                     pos,
                     Minute {
@@ -155,7 +168,10 @@ impl RunStats {
                 while g.minutes.len() > KEEP_MINUTES {
                     g.minutes.pop_front();
                 }
-                g.minutes.iter().position(|m| m.start_ms == start).unwrap_or(0)
+                g.minutes
+                    .iter()
+                    .position(|m| m.start_ms == start)
+                    .unwrap_or(0)
             }
         };
         if let Some(m) = g.minutes.get_mut(idx) {
