@@ -368,7 +368,12 @@ impl Store for SqliteStore {
     async fn enabled_jobs(&self) -> StoreResult<Vec<Job>> {
         self.read(move |conn| {
             let mut stmt = conn
-                .prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE enabled = 1"))
+                // A plain table scan: at start-up most jobs are usually enabled, and
+                // going through the `enabled` index then costs a lookup per row (about
+                // 1.5x slower on 1M enabled jobs).
+                .prepare_cached(&format!(
+                    "SELECT {JOB_COLUMNS} FROM jobs NOT INDEXED WHERE enabled = 1"
+                ))
                 .context("prepare enabled jobs")?;
             collect_jobs(&mut stmt, []).context("read enabled jobs")
         })

@@ -490,7 +490,9 @@ async fn bench_creates_per_second() {
 #[ignore = "measurement; run with --release -- --ignored --nocapture"]
 async fn bench_enabled_jobs_1m() {
     let dir = temp_dir();
-    let path = dir.path().join("traitor.db");
+    // BENCH_DB keeps the database for a closer look.
+    let path =
+        std::env::var_os("BENCH_DB").map_or_else(|| dir.path().join("traitor.db"), Into::into);
     let store = Arc::new(SqliteStore::open(&path).expect("open"));
     const N: usize = 1_000_000;
     const TASKS: usize = 64;
