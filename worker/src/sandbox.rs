@@ -10,8 +10,9 @@
 //! 2. the allowlist below; anything else returns `EPERM`.
 //!
 //! Why each group is allowed:
-//! - `read`/`write`/`readv`/`writev`/`recvfrom`/`recvmsg`/`sendto`/`sendmsg`/`close`:
-//!   the fd-3 socket, tokio's eventfd, stderr.
+//! - `read`/`write`/`readv`/`writev`/`recvfrom`/`recvmsg`/`sendto`/`sendmsg`/`close`/
+//!   `shutdown`, `fcntl` (`F_GETFD`/`F_GETFL` only): the fd-3 socket, tokio's eventfd,
+//!   stderr, and dropping them (tokio shuts the write half down, std checks the fd).
 //! - `mmap`/`munmap`/`mremap`/`mprotect`/`madvise`/`brk`: malloc (QuickJS heaps).
 //! - `futex`, `sched_yield`, `epoll_*`, `clock_*`, `nanosleep`: tokio's current-thread
 //!   reactor and timers, `Instant`, thread CPU clocks.
@@ -49,6 +50,7 @@ fn allowed() -> Vec<libc::c_long> {
         libc::SYS_sendto,
         libc::SYS_sendmsg,
         libc::SYS_close,
+        libc::SYS_shutdown,
         libc::SYS_mmap,
         libc::SYS_munmap,
         libc::SYS_mremap,
@@ -106,6 +108,16 @@ fn allowlist(pid: u32) -> Result<BpfProgram, String> {
     rules.insert(
         libc::SYS_tgkill,
         rule(vec![cond(0, SeccompCmpOp::Eq, u64::from(pid))?])?,
+    );
+    // fcntl(fd, cmd): reading descriptor flags only (std checks an fd it closes).
+    rules.insert(
+        libc::SYS_fcntl,
+        vec![
+            SeccompRule::new(vec![cond(1, SeccompCmpOp::Eq, libc::F_GETFD as u64)?])
+                .map_err(|e| e.to_string())?,
+            SeccompRule::new(vec![cond(1, SeccompCmpOp::Eq, libc::F_GETFL as u64)?])
+                .map_err(|e| e.to_string())?,
+        ],
     );
     // prlimit64(pid, resource, new, old): reading limits only, never setting them.
     rules.insert(

@@ -429,7 +429,8 @@ fn infinite_loops_time_out() {
         let done = run_alone("for (;;) {}", short).await;
         assert_eq!(done.outcome(), Outcome::TimedOut);
         assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
-        assert!(done.end().cpu_time_us > 100_000, "{:?}", done.end());
+        // Busy the whole time, but the machine may be shared: only demand a real figure.
+        assert!(done.end().cpu_time_us > 10_000, "{:?}", done.end());
 
         let done = run_alone(
             "try { for (;;) {} } finally { console.log('finally') }",
@@ -796,6 +797,7 @@ fn per_run_cost() {
         let n = 20_000u64;
         let window = 64u64;
         let t0 = Instant::now();
+        let cpu0 = thread_cpu();
         let mut sent = 0u64;
         let mut ended = 0u64;
         while ended < n {
@@ -809,17 +811,64 @@ fn per_run_cost() {
             }
         }
         let secs = t0.elapsed().as_secs_f64();
+        let cpu = thread_cpu() - cpu0;
+
+        // Baseline: only creating and dropping a runtime + context, as each run does.
+        use rquickjs::context::intrinsic::*;
+        let base0 = thread_cpu();
+        for _ in 0..n {
+            let rt = rquickjs::AsyncRuntime::new().expect("runtime");
+            let ctx = rquickjs::AsyncContext::custom::<(
+                Date,
+                Eval,
+                RegExpCompiler,
+                RegExp,
+                Json,
+                Proxy,
+                MapSet,
+                TypedArrays,
+                Promise,
+                WeakRef,
+            )>(&rt)
+            .await
+            .expect("context");
+            drop(ctx);
+        }
+        let base = thread_cpu() - base0;
         println!(
-            "{n} trivial runs in {secs:.2}s: {:.0} runs/s, {:.1} µs per run (one core, supervisor side included)",
+            "baseline: a bare QuickJS runtime + context costs {:.1} µs CPU",
+            base * 1e6 / n as f64
+        );
+        println!(
+            "{n} trivial runs in {secs:.2}s wall: {:.0} runs/s; {:.1} µs CPU per run \
+             (worker and the test's supervisor side on one thread)",
             n as f64 / secs,
-            secs * 1e6 / n as f64
+            cpu * 1e6 / n as f64
         );
     });
+}
+
+/// CPU seconds used by the calling thread (the bench runs everything on one thread, so
+/// other processes on the machine do not skew it the way wall time does).
+fn thread_cpu() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
 }
 
 // ---- the real binary ----
 
 const BIN: &str = env!("CARGO_BIN_EXE_traitor-worker");
+
+/// The worker to spawn: the built binary, or a wrapper (e.g. one running it under
+/// `strace -f`) named by `TRAITOR_TEST_WORKER`.
+fn worker_bin() -> String {
+    std::env::var("TRAITOR_TEST_WORKER").unwrap_or_else(|_| BIN.to_string())
+}
 
 #[test]
 fn sandbox_selftest_refuses_everything() {
@@ -866,7 +915,7 @@ fn sandboxed_binary_runs_scripts() {
 
     let (mut ours, theirs) = UnixStream::pair().expect("socketpair");
     let child_fd = theirs.as_raw_fd();
-    let mut cmd = std::process::Command::new(BIN);
+    let mut cmd = std::process::Command::new(worker_bin());
     cmd.env_clear()
         .env("TRAITOR_WORKER_FD", "3")
         .stdout(std::process::Stdio::null())
@@ -891,7 +940,9 @@ fn sandboxed_binary_runs_scripts() {
     match hello {
         WorkerMessage::Hello { sandboxed, pid, .. } => {
             assert!(sandboxed);
-            assert_eq!(pid, child.id());
+            if std::env::var_os("TRAITOR_TEST_WORKER").is_none() {
+                assert_eq!(pid, child.id());
+            }
         }
         other => panic!("{other:?}"),
     }
