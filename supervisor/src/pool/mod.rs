@@ -482,12 +482,12 @@ async fn slot_main(shared: Arc<Shared>, slot: usize, ready: oneshot::Sender<anyh
         let began = Instant::now();
         match session::launch(&shared, slot).await {
             Ok(conn) => {
+                // Registered (and taking runs) before `Pool::start` returns.
+                let session = session::Session::new(shared.clone(), slot, conn);
                 if let Some(tx) = ready.take() {
                     let _ = tx.send(Ok(()));
                 }
-                session::Session::new(shared.clone(), slot, conn)
-                    .run()
-                    .await;
+                session.run().await;
                 if began.elapsed() >= STABLE_UPTIME {
                     quick_failures = 0;
                 }

@@ -369,7 +369,7 @@ mod tests {
         let (lines, r) = h.finish().await;
         assert_eq!(
             lines.iter().map(|l| l.text.as_str()).collect::<Vec<_>>(),
-            ["b"]
+            ["a", "b"]
         );
         assert_eq!(r.outcome, Outcome::Succeeded);
         assert_eq!(r.worker_pid, Some(42));

@@ -14,6 +14,12 @@
 //! time limit (or after a cancel). When the worker is gone, every run it held ends here,
 //! with a message that says what happened.
 //!
+//! A run's time counts from its dispatch until the worker reports `Started`, then from
+//! that moment: a worker stuck in a builtin flushes nothing, so a run whose `Started`
+//! never arrives must still be bounded. A worker runs its scripts on one thread, so a
+//! CPU-bound script delays the others on that worker, and they may time out behind it;
+//! the pool says which run overran when it kills a worker.
+//!
 //! This module must not decide where runs go (the pool does) and must not block.
 
 use std::collections::HashMap;
@@ -55,6 +61,8 @@ pub(crate) enum Cmd {
 const READ_CHUNK: usize = 64 * 1024;
 /// Commands handled per wake-up before the socket gets a turn.
 const CMD_BATCH: usize = 256;
+/// Host calls one run may have in progress; more are refused at once.
+const MAX_HOST_CALLS_PER_RUN: usize = 64;
 
 /// A worker that passed its handshake.
 pub(crate) struct Connected {
@@ -118,7 +126,7 @@ pub(crate) async fn launch(shared: &Shared, slot: usize) -> anyhow::Result<Conne
 /// One run the worker holds.
 struct InFlight {
     sink: super::RunSink,
-    wall: Duration,
+    limits: protocol::Limits,
     dispatched: Instant,
     started: Option<Instant>,
     job_id: String,
@@ -166,9 +174,12 @@ pub(crate) struct Session {
     wpos: usize,
     /// Runs ended since the pool was last told.
     ended: usize,
+    /// Frames for runs this worker does not hold (logged once, then counted).
+    unknown_frames: u64,
 }
 
 impl Session {
+    /// Registers the worker with the pool: it takes runs from now on.
     pub(crate) fn new(shared: Arc<Shared>, slot: usize, conn: Connected) -> Session {
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let pid = conn.process.pid();
@@ -180,6 +191,7 @@ impl Session {
                 "worker reports another pid"
             );
         }
+        shared.register(slot, cmd_tx.clone(), pid);
         Session {
             shared,
             slot,
@@ -191,16 +203,15 @@ impl Session {
             runs: HashMap::new(),
             inbuf: Vec::with_capacity(READ_CHUNK),
             rpos: 0,
-            out: Vec::new(),
+            out: Vec::with_capacity(READ_CHUNK),
             wpos: 0,
             ended: 0,
+            unknown_frames: 0,
         }
     }
 
     /// Serves the worker until it dies or the pool closes, then ends its runs.
     pub(crate) async fn run(mut self) {
-        self.shared
-            .register(self.slot, self.cmd_tx.clone(), self.pid);
         let death = self.serve().await;
         self.die(death).await;
     }
@@ -253,12 +264,7 @@ impl Session {
 
     /// Appends one frame to the output buffer.
     fn send(&mut self, msg: &SupervisorMessage) -> Result<(), protocol::FrameError> {
-        let bytes = protocol::encode(msg)?;
-        if self.out.is_empty() {
-            self.out = bytes;
-        } else {
-            self.out.extend_from_slice(&bytes);
-        }
+        self.out.extend_from_slice(&protocol::encode(msg)?);
         Ok(())
     }
 
@@ -275,7 +281,7 @@ impl Session {
         self.out.clear();
         self.wpos = 0;
         if self.out.capacity() > 4 * READ_CHUNK {
-            self.out = Vec::new();
+            self.out = Vec::with_capacity(READ_CHUNK);
         }
         Ok(())
     }
@@ -357,22 +363,36 @@ impl Session {
         Ok(())
     }
 
-    fn unknown_run(&self, run_id: RunId, what: &str) {
-        tracing::warn!(
-            worker = self.slot,
-            pid = self.pid,
-            run_id,
-            "worker sent {what} for a run it does not hold; ignored"
-        );
+    /// A frame about a run the worker does not hold: a worker bug, not worth its life
+    /// (and its other runs), but not worth a log line each either.
+    fn unknown_run(&mut self, run_id: RunId, what: &str) {
+        self.unknown_frames += 1;
+        if self.unknown_frames == 1 {
+            tracing::warn!(
+                worker = self.slot,
+                pid = self.pid,
+                run_id,
+                "worker sent {what} for a run it does not hold; ignored (further such \
+                 frames are counted, not logged)"
+            );
+        }
     }
 
     fn finish(&mut self, r: InFlight, end: RunEnd) {
         let (outcome, error) =
             if end.outcome == Outcome::Cancelled && r.deadline_cancelled && !r.user_cancelled {
-                (Outcome::TimedOut, Some(time_limit_error(r.wall)))
+                (Outcome::TimedOut, None)
             } else {
                 (end.outcome, end.error)
             };
+        let error = match (outcome, error) {
+            (Outcome::Succeeded, e) => e,
+            (o, None) => Some(ScriptError {
+                message: default_message(o, &r.limits),
+                stack: None,
+            }),
+            (_, e) => e,
+        };
         for c in &r.calls {
             c.abort();
         }
@@ -386,6 +406,18 @@ impl Session {
             self.unknown_run(run_id, "HostCall");
             return;
         };
+        r.calls.retain(|c| !c.is_finished());
+        if r.calls.len() >= MAX_HOST_CALLS_PER_RUN {
+            let result = Err(format!(
+                "too many requests in progress (at most {MAX_HOST_CALLS_PER_RUN} per run)"
+            ));
+            let _ = self.send(&SupervisorMessage::HostReply {
+                run_id,
+                call_id,
+                result,
+            });
+            return;
+        }
         let info = RunContextInfo {
             run_id,
             job_id: r.job_id.clone(),
@@ -402,7 +434,6 @@ impl Session {
                 result,
             });
         });
-        r.calls.retain(|c| !c.is_finished());
         r.calls.push(task.abort_handle());
     }
 
@@ -474,7 +505,7 @@ impl Session {
             run_id,
             InFlight {
                 sink,
-                wall: Duration::from_millis(limits.wall_ms),
+                limits,
                 dispatched: Instant::now(),
                 started: None,
                 job_id,
@@ -514,7 +545,7 @@ impl Session {
                 continue;
             }
             let base = r.started.unwrap_or(r.dispatched);
-            let Some(deadline) = base.checked_add(r.wall) else {
+            let Some(deadline) = base.checked_add(Duration::from_millis(r.limits.wall_ms)) else {
                 continue;
             };
             if deadline.checked_add(grace).is_some_and(|kill| now >= kill) {
@@ -569,6 +600,14 @@ impl Session {
         let exit = spawn::describe_exit(status);
         let slot = self.slot;
         let n = self.runs.len();
+        if self.unknown_frames > 1 {
+            tracing::warn!(
+                worker = slot,
+                pid,
+                "worker sent {} frames for runs it did not hold",
+                self.unknown_frames
+            );
+        }
         let (default_outcome, default_msg) = match &death {
             Death::Closing => {
                 tracing::debug!(worker = slot, pid, "worker stopped: {exit}");
@@ -640,7 +679,7 @@ impl Session {
                         message: format!(
                             "{}; the script did not stop within {grace:?}, so its worker {pid} \
                              was killed",
-                            time_limit_message(r.wall)
+                            default_message(Outcome::TimedOut, &r.limits)
                         ),
                         stack: None,
                     }),
@@ -662,13 +701,61 @@ impl Session {
     }
 }
 
-fn time_limit_message(wall: Duration) -> String {
-    format!("time limit of {} ms exceeded", wall.as_millis())
+/// What to tell the caller when the worker ends a run unsuccessfully without saying why.
+fn default_message(outcome: Outcome, limits: &protocol::Limits) -> String {
+    match outcome {
+        Outcome::TimedOut => format!("time limit of {} ms exceeded", limits.wall_ms),
+        Outcome::OutOfMemory => format!(
+            "memory limit of {} exceeded",
+            human_bytes(limits.memory_bytes)
+        ),
+        Outcome::OutputLimit => format!(
+            "output limit of {} exceeded",
+            human_bytes(limits.output_bytes)
+        ),
+        Outcome::Cancelled => "cancelled".into(),
+        Outcome::Failed => "the script failed without an error message".into(),
+        Outcome::Crashed => "the worker reported a crash".into(),
+        Outcome::Succeeded => String::new(),
+    }
 }
 
-fn time_limit_error(wall: Duration) -> ScriptError {
-    ScriptError {
-        message: time_limit_message(wall),
-        stack: None,
+/// `64 MiB`, `1 KiB`, `1000 bytes`.
+fn human_bytes(n: u64) -> String {
+    const KIB: u64 = 1024;
+    const MIB: u64 = 1024 * 1024;
+    if n >= MIB && n.is_multiple_of(MIB) {
+        format!("{} MiB", n / MIB)
+    } else if n >= KIB && n.is_multiple_of(KIB) {
+        format!("{} KiB", n / KIB)
+    } else {
+        format!("{n} bytes")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn silent_endings_get_a_message_naming_the_limit() {
+        let limits = protocol::Limits {
+            wall_ms: 300,
+            memory_bytes: 64 * 1024 * 1024,
+            output_bytes: 1000,
+            stack_bytes: 0,
+        };
+        assert_eq!(
+            default_message(Outcome::TimedOut, &limits),
+            "time limit of 300 ms exceeded"
+        );
+        assert_eq!(
+            default_message(Outcome::OutOfMemory, &limits),
+            "memory limit of 64 MiB exceeded"
+        );
+        assert_eq!(
+            default_message(Outcome::OutputLimit, &limits),
+            "output limit of 1000 bytes exceeded"
+        );
     }
 }

@@ -327,3 +327,49 @@ fn a_missing_worker_binary_is_a_usage_error_that_says_what_is_missing() {
         out.stderr
     );
 }
+
+/// Workers cannot outlive their supervisor: SIGKILL `traitor exec` mid-run and its
+/// worker dies with it (PR_SET_PDEATHSIG), instead of running on as an orphan.
+#[test]
+fn the_worker_dies_with_a_killed_supervisor() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("wait.js");
+    std::fs::write(
+        &file,
+        "console.log('up'); await new Promise((r) => setTimeout(r, 30000));",
+    )
+    .expect("write script");
+    let mut traitor = std::process::Command::new(tests::traitor_bin())
+        .arg("exec")
+        .arg(&file)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start traitor exec");
+    let mut first = String::new();
+    std::io::BufReader::new(traitor.stdout.take().expect("stdout"))
+        .read_line(&mut first)
+        .expect("read the first line");
+    assert_eq!(first, "up\n");
+    let workers: Vec<u32> = tests::children_of(traitor.id())
+        .into_iter()
+        .filter(|(_, name)| name == "traitor-worker")
+        .map(|(pid, _)| pid)
+        .collect();
+    assert_eq!(workers.len(), 1, "{workers:?}");
+    let worker = workers[0];
+    assert!(tests::process_alive(worker));
+
+    traitor.kill().expect("SIGKILL traitor");
+    traitor.wait().expect("reap traitor");
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    while tests::process_alive(worker) {
+        assert!(
+            std::time::Instant::now() < until,
+            "worker {worker} outlived its supervisor"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

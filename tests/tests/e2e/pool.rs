@@ -129,52 +129,54 @@ async fn a_worker_killed_from_outside_crashes_its_runs_and_is_replaced() {
     pool.shutdown(Duration::from_secs(1)).await;
 }
 
-/// `for(;;) JSON.stringify(big)` overshoots QuickJS's interrupt by seconds: the pool
-/// must kill the worker at limit + grace. Its innocent neighbour is lost and says why.
+/// `for(;;) JSON.stringify(big)` overshoots QuickJS's interrupt by seconds. Whoever
+/// stops it (the worker, or the pool by killing the worker at limit + grace), the run
+/// ends `timed_out` on time, an innocent neighbour is either untouched or told why it
+/// was lost, and the next run succeeds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_script_that_overshoots_its_interrupt_is_killed_at_limit_plus_grace() {
+async fn a_json_stringify_loop_past_its_limit_ends_on_time() {
     let mut cfg = pool_config(1);
     cfg.kill_grace = Duration::from_millis(500);
     let pool = start(cfg).await;
+    let pid = pool.stats().worker_pids[0];
     let mut innocent = pool.submit(request(LONG_WAIT, 60_000));
     started(&mut innocent).await;
-    let mut bomb = pool.submit(request(
+    let t0 = Instant::now();
+    let bomb = pool.submit(request(
         "const big = Array.from({ length: 50000 }, (_, i) => ({ i, s: 'x'.repeat(20) }));\n\
-         console.log('built');\n\
          for (;;) JSON.stringify(big);",
         300,
     ));
     let bomb_id = bomb.run_id();
-    started(&mut bomb).await;
-    let t0 = Instant::now();
-    let pid = pool.stats().worker_pids[0];
-    let (lines, r) = finish(bomb, Duration::from_secs(10)).await;
+    let (_, r) = finish(bomb, Duration::from_secs(10)).await;
     let took = t0.elapsed();
     assert_eq!(r.outcome, Outcome::TimedOut, "{r:?}");
-    assert_eq!(lines, ["built"]);
-    assert_eq!(
-        message(&r),
-        format!(
-            "time limit of 300 ms exceeded; the script did not stop within 500ms, so its \
-             worker {pid} was killed"
-        )
+    assert!(
+        message(&r).starts_with("time limit of 300 ms exceeded"),
+        "{r:?}"
     );
     // Limit 300 ms + grace 500 ms + one watchdog tick, with slack for a loaded machine.
     assert!(took < Duration::from_millis(1600), "ended after {took:?}");
     assert!(
-        took >= Duration::from_millis(700),
+        took >= Duration::from_millis(290),
         "ended after only {took:?}"
     );
 
-    let (_, r) = finish(innocent, Duration::from_secs(5)).await;
-    assert_eq!(r.outcome, Outcome::Crashed, "{r:?}");
-    assert!(
-        message(&r).starts_with(&format!(
-            "worker {pid} was killed because run {bomb_id} exceeded its time limit"
-        )),
-        "{r:?}"
-    );
-
+    if pool.stats().restarts_total == 0 {
+        // The worker stopped the loop itself: its neighbour never noticed.
+        innocent.canceller().cancel();
+        let (_, r) = finish(innocent, Duration::from_secs(5)).await;
+        assert_eq!(r.outcome, Outcome::Cancelled, "{r:?}");
+    } else {
+        let (_, r) = finish(innocent, Duration::from_secs(5)).await;
+        assert_eq!(r.outcome, Outcome::Crashed, "{r:?}");
+        assert!(
+            message(&r).starts_with(&format!(
+                "worker {pid} was killed because run {bomb_id} exceeded its time limit"
+            )),
+            "{r:?}"
+        );
+    }
     let (lines, r) = finish(
         pool.submit(request("console.log('next')", 10_000)),
         Duration::from_secs(10),
@@ -184,8 +186,82 @@ async fn a_script_that_overshoots_its_interrupt_is_killed_at_limit_plus_grace() 
         (r.outcome, lines),
         (Outcome::Succeeded, vec!["next".to_string()])
     );
-    assert_eq!(pool.stats().restarts_total, 1);
     pool.shutdown(Duration::from_secs(1)).await;
+}
+
+/// A worker that does not stop a run at all (here a fake that handshakes and then
+/// ignores its socket, as a worker stuck in a builtin does) is killed from outside
+/// at limit + grace: the run ends `timed_out`, its neighbour `crashed` with the reason,
+/// and the worker is replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_ignores_a_deadline_is_killed_at_limit_plus_grace() {
+    let fake = FakeWorker::new(&[hello_frame(PROTOCOL_VERSION)], Duration::ZERO);
+    let mut cfg = pool_config(1);
+    cfg.worker_bin = fake.bin.clone();
+    cfg.kill_grace = Duration::from_millis(500);
+    let pool = start(cfg).await;
+    let innocent = pool.submit(request("x", 60_000));
+    let t0 = Instant::now();
+    let stuck = pool.submit(request("x", 300));
+    let stuck_id = stuck.run_id();
+    let (_, r) = finish(stuck, Duration::from_secs(10)).await;
+    let took = t0.elapsed();
+    let pid = r.worker_pid.expect("dispatched");
+    assert_eq!(r.outcome, Outcome::TimedOut, "{r:?}");
+    assert_eq!(
+        message(&r),
+        format!(
+            "time limit of 300 ms exceeded; the script did not stop within 500ms, so its \
+             worker {pid} was killed"
+        )
+    );
+    assert!(
+        took >= Duration::from_millis(800),
+        "ended after only {took:?}"
+    );
+    assert!(took < Duration::from_millis(1500), "ended after {took:?}");
+    let (_, r) = finish(innocent, Duration::from_secs(5)).await;
+    assert_eq!(r.outcome, Outcome::Crashed, "{r:?}");
+    assert_eq!(r.worker_pid, Some(pid));
+    assert!(
+        message(&r).starts_with(&format!(
+            "worker {pid} was killed because run {stuck_id} exceeded its time limit"
+        )),
+        "{r:?}"
+    );
+    eventually("the worker is replaced", || {
+        let s = pool.stats();
+        s.restarts_total == 1 && s.workers_alive == 1
+    })
+    .await;
+    pool.shutdown(Duration::ZERO).await;
+}
+
+/// A cancel the worker ignores costs it its life after the grace period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_ignores_a_cancel_is_killed_after_the_grace() {
+    let fake = FakeWorker::new(&[hello_frame(PROTOCOL_VERSION)], Duration::ZERO);
+    let mut cfg = pool_config(1);
+    cfg.worker_bin = fake.bin.clone();
+    cfg.kill_grace = Duration::from_millis(300);
+    let pool = start(cfg).await;
+    let h = pool.submit(request("x", 60_000));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let t0 = Instant::now();
+    h.canceller().cancel();
+    let (_, r) = finish(h, Duration::from_secs(5)).await;
+    let pid = r.worker_pid.expect("dispatched");
+    assert_eq!(r.outcome, Outcome::Cancelled, "{r:?}");
+    assert_eq!(
+        message(&r),
+        format!("cancelled; the script did not stop within 300ms, so its worker {pid} was killed")
+    );
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_millis(1000),
+        "{took:?}"
+    );
+    pool.shutdown(Duration::ZERO).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -240,7 +316,6 @@ async fn a_malformed_frame_kills_the_worker_and_crashes_its_runs() {
         let mut cfg = pool_config(1);
         cfg.worker_bin = fake.bin.clone();
         let pool = start(cfg).await;
-        let pid = pool.stats().worker_pids[0];
         let (lines, r) = finish(
             pool.submit(request("console.log('x')", 60_000)),
             Duration::from_secs(5),
@@ -248,6 +323,9 @@ async fn a_malformed_frame_kills_the_worker_and_crashes_its_runs() {
         .await;
         assert_eq!(r.outcome, Outcome::Crashed, "{r:?}");
         assert!(lines.is_empty());
+        // On a loaded machine the first incarnation may misbehave before the run is
+        // dispatched; then the run meets the next one.
+        let pid = r.worker_pid.expect("the run reached a worker");
         let msg = message(&r);
         assert!(
             msg.starts_with(&format!("worker {pid} ")) && msg.contains(expected),
