@@ -71,9 +71,8 @@ fn check_len(prefix: [u8; 4]) -> Result<usize, FrameError> {
 /// Reads one frame. `Ok(None)` means the peer closed the connection between frames.
 pub fn read_frame<T: Decode<()>, R: Read>(r: &mut R) -> Result<Option<T>, FrameError> {
     let mut prefix = [0u8; 4];
-    match read_exact_or_eof(r, &mut prefix)? {
-        false => return Ok(None),
-        true => {}
+    if !read_exact_or_eof(r, &mut prefix)? {
+        return Ok(None);
     }
     let len = check_len(prefix)?;
     let mut body = vec![0u8; len];

@@ -19,9 +19,9 @@ use crate::config::{Mode, ServeConfig};
 use crate::history;
 use crate::hostcall::HttpHost;
 use crate::pool::{Pool, PoolConfig};
-use crate::runner::{FireGate, OpenGate, Runner};
+use crate::runner::{FireGate, OpenGate, Runner, RunnerParts};
 use crate::scheduler;
-use crate::service::{JobDefaults, Service};
+use crate::service::{JobDefaults, Service, ServiceParts};
 use crate::store::Store;
 use crate::store::mongo::MongoStore;
 use crate::store::postgres::PostgresStore;
@@ -81,32 +81,32 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let (exhausted_tx, exhausted_rx) = mpsc::unbounded_channel();
     let base_limits = cfg.limits.limits();
     let stats = Arc::new(crate::stats::RunStats::default());
-    let runner = Runner::new(
-        pool.clone(),
-        store.clone(),
-        history.clone(),
-        node.clone(),
+    let runner = Runner::new(RunnerParts {
+        pool: pool.clone(),
+        store: store.clone(),
+        history: history.clone(),
+        node: node.clone(),
         base_limits,
-        exhausted_tx,
-        stats.clone(),
+        exhausted: exhausted_tx,
+        stats: stats.clone(),
         gate,
-    );
+    });
     let (sched, sched_task) = scheduler::spawn(runner.clone());
     runner.attach(sched.clone());
-    let service = Arc::new(Service::new(
-        store.clone(),
-        sched.clone(),
-        runner.clone(),
-        pool.clone(),
-        JobDefaults {
+    let service = Arc::new(Service::new(ServiceParts {
+        store: store.clone(),
+        scheduler: sched.clone(),
+        runner: runner.clone(),
+        pool: pool.clone(),
+        defaults: JobDefaults {
             time_limit_ms: base_limits.wall_ms,
             memory_limit_mb: cfg.limits.memory_limit_mb,
         },
         node,
-        if cluster.is_some() { "multi" } else { "std" },
+        mode: if cluster.is_some() { "multi" } else { "std" },
         stats,
-        cluster.clone(),
-    ));
+        cluster: cluster.clone(),
+    }));
     tokio::spawn({
         let s = service.clone();
         async move { s.handle_exhausted(exhausted_rx).await }

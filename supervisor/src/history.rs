@@ -22,7 +22,7 @@ const MAX_BATCH: usize = 2_000;
 const RETRIES: u32 = 5;
 
 enum Msg {
-    Record(RunRecord),
+    Record(Box<RunRecord>),
     Flush(oneshot::Sender<()>),
 }
 
@@ -32,7 +32,7 @@ pub struct HistoryTx(mpsc::UnboundedSender<Msg>);
 
 impl HistoryTx {
     pub fn record(&self, rec: RunRecord) {
-        if self.0.send(Msg::Record(rec)).is_err() {
+        if self.0.send(Msg::Record(Box::new(rec))).is_err() {
             tracing::warn!("run history writer has stopped; a record was dropped");
         }
     }
@@ -58,7 +58,7 @@ async fn write_loop(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<Msg>)
         let mut next = Some(first);
         while let Some(msg) = next.take() {
             match msg {
-                Msg::Record(r) => batch.push(r),
+                Msg::Record(r) => batch.push(*r),
                 Msg::Flush(ack) => flushes.push(ack),
             }
             if batch.len() >= MAX_BATCH {

@@ -76,29 +76,35 @@ struct Inner {
     gate: Arc<dyn FireGate>,
 }
 
+/// Everything a [`Runner`] is built from.
+pub struct RunnerParts {
+    pub pool: Pool,
+    pub store: Arc<dyn Store>,
+    pub history: HistoryTx,
+    /// This node's name, recorded with every run.
+    pub node: String,
+    /// Per-run limits the job does not set.
+    pub base_limits: Limits,
+    /// Jobs with no further occurrence go here, to be marked stopped.
+    pub exhausted: mpsc::UnboundedSender<Arc<JobMeta>>,
+    pub stats: Arc<RunStats>,
+    pub gate: Arc<dyn FireGate>,
+}
+
 impl Runner {
-    pub fn new(
-        pool: Pool,
-        store: Arc<dyn Store>,
-        history: HistoryTx,
-        node: String,
-        base_limits: Limits,
-        exhausted: mpsc::UnboundedSender<Arc<JobMeta>>,
-        stats: Arc<RunStats>,
-        gate: Arc<dyn FireGate>,
-    ) -> Self {
+    pub fn new(p: RunnerParts) -> Self {
         Runner(Arc::new(Inner {
-            pool,
-            store,
-            history,
+            pool: p.pool,
+            store: p.store,
+            history: p.history,
             scheduler: OnceLock::new(),
             scripts: ScriptCache::default(),
-            node,
-            base_limits,
-            exhausted,
+            node: p.node,
+            base_limits: p.base_limits,
+            exhausted: p.exhausted,
             tasks: TaskTracker::new(),
-            stats,
-            gate,
+            stats: p.stats,
+            gate: p.gate,
         }))
     }
 

@@ -68,30 +68,34 @@ pub const TAKEOVER_LOOKBACK_MS: i64 = 60_000;
 
 const LOCK_STRIPES: usize = 256;
 
+/// Everything a [`Service`] is built from.
+pub struct ServiceParts {
+    pub store: Arc<dyn Store>,
+    pub scheduler: SchedulerHandle,
+    pub runner: Runner,
+    pub pool: Pool,
+    pub defaults: JobDefaults,
+    pub node: String,
+    /// `std` or `multi`.
+    pub mode: &'static str,
+    pub stats: Arc<RunStats>,
+    pub cluster: Option<Cluster>,
+}
+
 impl Service {
-    pub fn new(
-        store: Arc<dyn Store>,
-        scheduler: SchedulerHandle,
-        runner: Runner,
-        pool: Pool,
-        defaults: JobDefaults,
-        node: String,
-        mode: &'static str,
-        stats: Arc<RunStats>,
-        cluster: Option<Cluster>,
-    ) -> Self {
+    pub fn new(p: ServiceParts) -> Self {
         Service {
-            store,
-            scheduler,
-            runner,
-            pool,
-            defaults,
-            node,
-            mode,
+            store: p.store,
+            scheduler: p.scheduler,
+            runner: p.runner,
+            pool: p.pool,
+            defaults: p.defaults,
+            node: p.node,
+            mode: p.mode,
             locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
-            stats,
+            stats: p.stats,
             started_at: Utc::now(),
-            cluster,
+            cluster: p.cluster,
         }
     }
 

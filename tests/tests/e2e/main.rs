@@ -2,6 +2,10 @@
 //! starts real processes: `traitor exec`, real `traitor-worker`s, real sockets. Fakes
 //! appear only where a broken worker has to be played.
 
+// A test fails loudly on unexpected data: that is what unwrap is for here.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod api;
+mod cluster;
 mod exec;
 mod pool;
