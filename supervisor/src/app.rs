@@ -255,6 +255,28 @@ async fn open_store_and_cluster(
     }
 }
 
+/// Takes an exclusive lock on the data directory for the life of the process: two
+/// standalone services on one store would both fire every job.
+fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    use nix::fcntl::{Flock, FlockArg};
+    let path = dir.join("traitor.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("open {}", path.display()))?;
+    let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
+        anyhow::anyhow!(
+            "another traitor is using the data directory {} ({e}); stop it or pass another --data-dir",
+            dir.display()
+        )
+    })?;
+    // Held until the process exits; the kernel releases it even after kill -9.
+    std::mem::forget(lock);
+    Ok(())
+}
+
 /// Starts membership, announcements and reconciliation; waits (briefly) for the first
 /// heartbeat so that start-up's catch-up knows which jobs are this node's.
 async fn start_cluster(

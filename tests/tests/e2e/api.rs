@@ -743,3 +743,21 @@ async fn an_auth_token_guards_the_api() {
         .unwrap();
     assert_eq!(r.status(), 200);
 }
+
+#[tokio::test]
+async fn a_second_service_on_the_same_data_dir_refuses_to_start() {
+    let s = Server::start().await;
+    let out = std::process::Command::new(tests::traitor_bin())
+        .arg("-p")
+        .arg(tests::free_port().to_string())
+        .arg("--data-dir")
+        .arg(s.data_dir())
+        .env_remove("TRAITOR_AUTH_TOKEN")
+        .output()
+        .expect("run a second traitor");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("another traitor is using the data directory"), "{stderr}");
+    let (status, _) = s.get("/healthz").await;
+    assert_eq!(status, 200, "the first one carries on");
+}
