@@ -23,14 +23,15 @@ pub mod serve;
 
 pub use serve::{Sandbox, ServeError, serve};
 
-/// Initialises QuickJS's process-wide state once (atoms, class tables, …) so nothing
-/// lazy happens after the sandbox is applied.
+/// Initialises QuickJS's process-wide state once (atoms, class tables, …) and glibc's
+/// time zone (local `Date` methods read `/etc/localtime` on first use, which seccomp
+/// forbids later), so nothing lazy needs the file system after the sandbox is applied.
 pub(crate) fn engine_warm_up() {
     if let Ok(rt) = rquickjs::Runtime::new()
         && let Ok(ctx) = rquickjs::Context::full(&rt)
     {
         ctx.with(|ctx| {
-            let _ = ctx.eval::<(), _>("JSON.stringify({ a: [1, 2] }); new Date().toISOString();");
+            let _ = ctx.eval::<(), _>("JSON.stringify({ a: [1, 2] }); new Date().toString(); new Date().getTimezoneOffset();");
         });
     }
 }

@@ -959,6 +959,7 @@ fn sandboxed_binary_runs_scripts() {
         const r = await fetch('http://example.test/');
         console.log(r.status, await r.text());
         try { require('fs') } catch (e) { console.log(e.message) }
+        new Date().toString(); new Date().getTimezoneOffset(); Math.random();
     "#;
     protocol::write_frame(
         &mut ours,
