@@ -39,19 +39,36 @@ impl Sandbox {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
+/// Why [`serve`] stopped before a clean end.
+#[derive(Debug)]
 pub enum ServeError {
     /// The supervisor did not answer `Hello` with a matching `Welcome`.
-    #[error("handshake failed: {0}")]
     Handshake(String),
     /// The seccomp filter could not be applied; no script may run.
-    #[error("could not apply the sandbox: {0}")]
     Sandbox(String),
-    /// A frame could not be read or decoded, or the peer broke the protocol.
-    #[error("protocol: {0}")]
-    Frame(#[from] FrameError),
-    #[error("protocol: {0}")]
+    /// A frame could not be read or decoded.
+    Frame(FrameError),
+    /// The supervisor broke the protocol (e.g. a second `Welcome`).
     Protocol(String),
+}
+
+impl std::fmt::Display for ServeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ServeError::Handshake(m) => write!(f, "handshake failed: {m}"),
+            ServeError::Sandbox(m) => write!(f, "could not apply the sandbox: {m}"),
+            ServeError::Frame(e) => write!(f, "protocol: {e}"),
+            ServeError::Protocol(m) => write!(f, "protocol: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for ServeError {}
+
+impl From<FrameError> for ServeError {
+    fn from(e: FrameError) -> Self {
+        ServeError::Frame(e)
+    }
 }
 
 impl ServeError {
