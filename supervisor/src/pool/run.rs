@@ -77,16 +77,32 @@ struct Chan {
 }
 
 impl RunShared {
-    fn push(&self, ev: RunEvent) {
-        let waker = {
-            let mut c = self.chan.lock();
-            if !c.listening {
-                return;
-            }
-            c.events.push_back(ev);
-            c.waker.take()
-        };
-        if let Some(w) = waker {
+    /// Queues an event; returns the handle's waker if it was waiting.
+    #[must_use = "the returned waker must be woken"]
+    fn push(&self, ev: RunEvent) -> Option<Waker> {
+        let mut c = self.chan.lock();
+        if !c.listening {
+            return None;
+        }
+        c.events.push_back(ev);
+        c.waker.take()
+    }
+}
+
+/// Handles to wake once a batch of events has been queued: a handle that gets
+/// `Started`, a line and `End` in one read is woken once, not three times.
+#[derive(Default)]
+pub(crate) struct Wakes(Vec<Waker>);
+
+impl Wakes {
+    fn add(&mut self, w: Option<Waker>) {
+        if let Some(w) = w {
+            self.0.push(w);
+        }
+    }
+
+    pub(crate) fn wake_all(&mut self) {
+        for w in self.0.drain(..) {
             w.wake();
         }
     }
@@ -114,14 +130,14 @@ impl RunSink {
         self.worker_pid = Some(pid);
     }
 
-    pub(crate) fn started(&mut self) {
+    pub(crate) fn started(&mut self, wakes: &mut Wakes) {
         let at = SystemTime::now();
         self.started_at = Some(at);
-        self.shared.push(RunEvent::Started { at });
+        wakes.add(self.shared.push(RunEvent::Started { at }));
     }
 
-    pub(crate) fn console(&self, line: ConsoleLine) {
-        self.shared.push(RunEvent::Console(line));
+    pub(crate) fn console(&self, line: ConsoleLine, wakes: &mut Wakes) {
+        wakes.add(self.shared.push(RunEvent::Console(line)));
     }
 
     /// Ends the run with what the worker reported.
@@ -131,32 +147,32 @@ impl RunSink {
         error: Option<ScriptError>,
         cpu_time_us: u64,
         peak_memory_bytes: u64,
+        wakes: &mut Wakes,
     ) {
-        self.finish(outcome, error, cpu_time_us, peak_memory_bytes);
+        wakes.add(self.finish(outcome, error, cpu_time_us, peak_memory_bytes));
     }
 
     /// Ends the run for a reason the pool saw (crash, kill, shutdown, cancel in queue).
-    pub(crate) fn end_with(self, outcome: Outcome, message: impl Into<String>) {
-        self.end(
-            outcome,
-            Some(ScriptError {
-                message: message.into(),
-                stack: None,
-            }),
-            0,
-            0,
-        );
+    pub(crate) fn end_with(mut self, outcome: Outcome, message: impl Into<String>) {
+        let error = ScriptError {
+            message: message.into(),
+            stack: None,
+        };
+        if let Some(w) = self.finish(outcome, Some(error), 0, 0) {
+            w.wake();
+        }
     }
 
+    #[must_use = "the returned waker must be woken"]
     fn finish(
         &mut self,
         outcome: Outcome,
         error: Option<ScriptError>,
         cpu_time_us: u64,
         peak_memory_bytes: u64,
-    ) {
+    ) -> Option<Waker> {
         if self.ended {
-            return;
+            return None;
         }
         self.ended = true;
         self.shared.push(RunEvent::End(RunResult {
@@ -168,22 +184,20 @@ impl RunSink {
             started_at: self.started_at,
             ended_at: SystemTime::now(),
             worker_pid: self.worker_pid,
-        }));
+        }))
     }
 }
 
 impl Drop for RunSink {
     fn drop(&mut self) {
         if !self.ended {
-            self.finish(
-                Outcome::Crashed,
-                Some(ScriptError {
-                    message: "the worker pool was dropped while it held this run".into(),
-                    stack: None,
-                }),
-                0,
-                0,
-            );
+            let error = ScriptError {
+                message: "the worker pool was dropped while it held this run".into(),
+                stack: None,
+            };
+            if let Some(w) = self.finish(Outcome::Crashed, Some(error), 0, 0) {
+                w.wake();
+            }
         }
     }
 }
@@ -357,11 +371,13 @@ mod tests {
     #[tokio::test]
     async fn events_arrive_in_order_and_end_once() {
         let (mut sink, mut h) = channel(7, Weak::new());
+        let mut w = Wakes::default();
         sink.set_worker_pid(42);
-        sink.started();
-        sink.console(line(7, 0, "a"));
-        sink.console(line(7, 1, "b"));
-        sink.end(Outcome::Succeeded, None, 5, 6);
+        sink.started(&mut w);
+        sink.console(line(7, 0, "a"), &mut w);
+        sink.console(line(7, 1, "b"), &mut w);
+        sink.end(Outcome::Succeeded, None, 5, 6, &mut w);
+        w.wake_all();
         assert!(matches!(
             h.next_event().await,
             Some(RunEvent::Started { .. })
@@ -399,8 +415,11 @@ mod tests {
         let (sink, h) = channel(3, Weak::new());
         let t = tokio::spawn(h.finish());
         tokio::task::yield_now().await;
-        sink.console(line(3, 0, "late"));
-        sink.end(Outcome::Succeeded, None, 0, 0);
+        let mut w = Wakes::default();
+        sink.console(line(3, 0, "late"), &mut w);
+        sink.end(Outcome::Succeeded, None, 0, 0, &mut w);
+        assert_eq!(w.0.len(), 1, "one wake for a batch");
+        w.wake_all();
         let (lines, r) = t.await.unwrap();
         assert_eq!(lines.len(), 1);
         assert_eq!(r.outcome, Outcome::Succeeded);
@@ -411,9 +430,11 @@ mod tests {
         let (sink, h) = channel(1, Weak::new());
         let shared = sink.shared().clone();
         drop(h);
+        let mut w = Wakes::default();
         for i in 0..100 {
-            sink.console(line(1, i, "x"));
+            sink.console(line(1, i, "x"), &mut w);
         }
+        assert!(w.0.is_empty());
         assert!(shared.chan.lock().events.is_empty());
     }
 }

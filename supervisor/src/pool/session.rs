@@ -37,6 +37,7 @@ use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
 use super::handshake::{self, HandshakeError, Hello};
+use super::run::Wakes;
 use super::spawn::{self, SpawnSpec, WorkerProcess};
 use super::{PendingRun, RunRequest, Shared};
 use crate::hostcall::RunContextInfo;
@@ -176,6 +177,8 @@ pub(crate) struct Session {
     ended: usize,
     /// Frames for runs this worker does not hold (logged once, then counted).
     unknown_frames: u64,
+    /// Run handles to wake at the end of this wake-up.
+    wakes: Wakes,
 }
 
 impl Session {
@@ -207,6 +210,7 @@ impl Session {
             wpos: 0,
             ended: 0,
             unknown_frames: 0,
+            wakes: Wakes::default(),
         }
     }
 
@@ -220,6 +224,7 @@ impl Session {
         let mut tick = tokio::time::interval(self.shared.cfg.watchdog_tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            self.wakes.wake_all();
             if let Err(e) = self.flush() {
                 return Death::Io(e);
             }
@@ -341,13 +346,13 @@ impl Session {
             WorkerMessage::Started { run_id } => match self.runs.get_mut(&run_id) {
                 Some(r) if r.started.is_none() => {
                     r.started = Some(Instant::now());
-                    r.sink.started();
+                    r.sink.started(&mut self.wakes);
                 }
                 Some(_) => {}
                 None => self.unknown_run(run_id, "Started"),
             },
             WorkerMessage::Console(line) => match self.runs.get(&line.run_id) {
-                Some(r) => r.sink.console(line),
+                Some(r) => r.sink.console(line, &mut self.wakes),
                 None => self.unknown_run(line.run_id, "Console"),
             },
             WorkerMessage::HostCall {
@@ -396,8 +401,13 @@ impl Session {
         for c in &r.calls {
             c.abort();
         }
-        r.sink
-            .end(outcome, error, end.cpu_time_us, end.peak_memory_bytes);
+        r.sink.end(
+            outcome,
+            error,
+            end.cpu_time_us,
+            end.peak_memory_bytes,
+            &mut self.wakes,
+        );
         self.ended += 1;
     }
 
@@ -571,6 +581,7 @@ impl Session {
     /// Makes sure the worker is gone, hands undelivered runs back to the pool and ends
     /// every run the worker held, saying why.
     async fn die(mut self, death: Death) {
+        self.wakes.wake_all();
         let pid = self.pid;
         let grace = self.shared.cfg.kill_grace;
         // No new runs for this worker from now on; runs still in our channel never
@@ -673,18 +684,13 @@ impl Session {
                 _ => None,
             };
             match overdue {
-                Some(Outcome::TimedOut) => r.sink.end(
+                Some(Outcome::TimedOut) => r.sink.end_with(
                     Outcome::TimedOut,
-                    Some(ScriptError {
-                        message: format!(
-                            "{}; the script did not stop within {grace:?}, so its worker {pid} \
-                             was killed",
-                            default_message(Outcome::TimedOut, &r.limits)
-                        ),
-                        stack: None,
-                    }),
-                    0,
-                    0,
+                    format!(
+                        "{}; the script did not stop within {grace:?}, so its worker {pid} \
+                         was killed",
+                        default_message(Outcome::TimedOut, &r.limits)
+                    ),
                 ),
                 Some(oc) => r.sink.end_with(
                     oc,

@@ -162,7 +162,7 @@ async fn a_json_stringify_loop_past_its_limit_ends_on_time() {
         "ended after only {took:?}"
     );
 
-    if pool.stats().restarts_total == 0 {
+    if !message(&r).contains("was killed") {
         // The worker stopped the loop itself: its neighbour never noticed.
         innocent.canceller().cancel();
         let (_, r) = finish(innocent, Duration::from_secs(5)).await;
