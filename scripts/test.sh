@@ -13,6 +13,51 @@ log "formatting and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 
+# ---- PostgreSQL for the PostgreSQL store's tests (owned by the cluster stores) ---------
+# supervisor/src/store/postgres/tests.rs needs a server on which role postgres connects
+# over TCP without a password. One already answering on 127.0.0.1:5432 is used as it is;
+# otherwise Debian's postgresql package is installed if needed, loopback connections of
+# role postgres are trusted, and its cluster is started. The tests fail loudly when they
+# cannot connect; TRAITOR_TEST_POSTGRES_URL picks another server, and
+# TRAITOR_TEST_SKIP_POSTGRES=1 skips them. Each test works in a schema of its own.
+log "PostgreSQL for the PostgreSQL store tests"
+if [ "${TRAITOR_TEST_SKIP_POSTGRES:-}" = 1 ]; then
+  echo "skipped: TRAITOR_TEST_SKIP_POSTGRES=1"
+elif [ -n "${TRAITOR_TEST_POSTGRES_URL:-}" ]; then
+  echo "using TRAITOR_TEST_POSTGRES_URL"
+else
+  pg_up() { command -v pg_isready >/dev/null 2>&1 && pg_isready -q -h 127.0.0.1 -p 5432; }
+  if ! pg_up; then
+    sudo=""
+    if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then sudo="sudo"; fi
+    if ! command -v pg_ctlcluster >/dev/null 2>&1 || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+      echo "installing postgresql"
+      { $sudo apt-get update -qq &&
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq postgresql; } ||
+        echo "WARNING: could not install postgresql; the PostgreSQL store tests will fail" >&2
+    fi
+    pg_version=$(ls /etc/postgresql 2>/dev/null | sort -V | tail -1)
+    if [ -z "$pg_version" ] && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+      pg_version=$(ls /usr/lib/postgresql | sort -V | tail -1)
+      $sudo pg_createcluster "$pg_version" main || true
+    fi
+    if [ -n "$pg_version" ]; then
+      hba="/etc/postgresql/$pg_version/main/pg_hba.conf"
+      # The first matching line wins: trust role postgres from loopback, ahead of the rest.
+      if [ -f "$hba" ] && ! $sudo grep -Eq '^host[[:space:]]+all[[:space:]]+(all|postgres)[[:space:]]+127\.0\.0\.1/32[[:space:]]+trust' "$hba"; then
+        $sudo sed -i '1i host all postgres 127.0.0.1/32 trust' "$hba"
+      fi
+      $sudo pg_ctlcluster --skip-systemctl-redirect "$pg_version" main start ||
+        $sudo pg_ctlcluster --skip-systemctl-redirect "$pg_version" main reload || true
+      for _ in $(seq 1 30); do pg_up && break; sleep 1; done
+    fi
+    pg_up || echo "WARNING: no PostgreSQL on 127.0.0.1:5432; the PostgreSQL store tests will fail" >&2
+  fi
+  export TRAITOR_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:5432/postgres"
+  echo "TRAITOR_TEST_POSTGRES_URL=$TRAITOR_TEST_POSTGRES_URL"
+fi
+# ---- end of PostgreSQL ----------------------------------------------------------------
+
 log "building the binaries the end-to-end tests start"
 cargo build --workspace --bins --quiet
 

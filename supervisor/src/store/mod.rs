@@ -7,6 +7,8 @@
 //! Every backend must pass the suite in [`conformance`].
 
 pub mod conformance;
+pub mod mongo;
+pub mod postgres;
 pub mod sqlite;
 
 use async_trait::async_trait;

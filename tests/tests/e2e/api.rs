@@ -757,7 +757,10 @@ async fn a_second_service_on_the_same_data_dir_refuses_to_start() {
         .expect("run a second traitor");
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("another traitor is using the data directory"), "{stderr}");
+    assert!(
+        stderr.contains("another traitor is using the data directory"),
+        "{stderr}"
+    );
     let (status, _) = s.get("/healthz").await;
     assert_eq!(status, 200, "the first one carries on");
 }
