@@ -13,6 +13,28 @@ log "formatting and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 
+# ---- redis-server, nginx and psql for the cluster tests (owned by the cluster tests) ----
+# tests/tests/e2e/cluster.rs starts its own redis-server (a free port, no persistence) and
+# nginx (a private prefix, no root needed) as child processes, and creates a throw-away
+# database with psql; only the binaries must exist. The PostgreSQL server itself is made
+# available by its own block. Missing packages come from Debian; if that fails, the
+# cluster tests say what is missing and the other tests still run.
+log "redis-server, nginx and psql for the cluster tests"
+missing=()
+have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/usr/bin/$1" ]; }
+have redis-server || missing+=(redis-server)
+have nginx || missing+=(nginx)
+have psql || missing+=(postgresql-client)
+if [ "${#missing[@]}" -gt 0 ]; then
+  sudo=""
+  if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then sudo="sudo"; fi
+  echo "installing ${missing[*]}"
+  { $sudo apt-get update -qq &&
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"; } ||
+    echo "WARNING: could not install ${missing[*]}; the cluster tests will fail" >&2
+fi
+# ---- end of the cluster tests' binaries ------------------------------------------------
+
 # ---- PostgreSQL for the PostgreSQL store's tests (owned by the cluster stores) ---------
 # supervisor/src/store/postgres/tests.rs needs a server on which role postgres connects
 # over TCP without a password. One already answering on 127.0.0.1:5432 is used as it is;
