@@ -76,7 +76,7 @@ const MAX_CLUSTER_LEN: usize = 64;
 const SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(10);
 /// Script revisions no job points at are deleted once older than this; no update stays
 /// in flight that long.
-pub const SCRIPT_GRACE_MS: i64 = 10 * 60 * 1000;
+const SCRIPT_GRACE_MS: i64 = 10 * 60 * 1000;
 /// Most runs one prune request deletes.
 const PRUNE_CHUNK: i64 = 5_000;
 /// Jobs whose histories one count-prune step looks at.
@@ -501,17 +501,13 @@ impl MongoStore {
             .deleted_count)
     }
 
-    /// Ids of at most [`PRUNE_CHUNK`] runs matching `filter`, in `sort` order.
-    async fn run_ids(&self, filter: Document, sort: Option<Document>) -> StoreResult<Vec<Bson>> {
-        let mut find = self
+    /// Ids of at most [`PRUNE_CHUNK`] runs matching `filter`.
+    async fn run_ids(&self, filter: Document) -> StoreResult<Vec<Bson>> {
+        let docs: Vec<Document> = self
             .runs
             .find(filter)
             .projection(doc! { "_id": 1 })
-            .limit(PRUNE_CHUNK);
-        if let Some(sort) = sort {
-            find = find.sort(sort);
-        }
-        let docs: Vec<Document> = find
+            .limit(PRUNE_CHUNK)
             .await
             .ctx("find runs to prune")?
             .try_collect()
@@ -552,7 +548,7 @@ impl MongoStore {
         };
         let mut total = 0;
         loop {
-            let ids = self.run_ids(older.clone(), None).await?;
+            let ids = self.run_ids(older.clone()).await?;
             let n = ids.len();
             total += self.delete_runs(ids).await?;
             if (n as i64) < PRUNE_CHUNK {
@@ -570,12 +566,14 @@ impl Store for MongoStore {
         let doc = job_doc(job, &rev).ctx("create job")?;
         self.put_script(&rev, &job.id, script).await?;
         if let Err(e) = self.jobs.insert_one(doc).await {
-            self.drop_script(&rev).await;
-            return Err(if is_duplicate_key(&e) {
-                StoreError::Duplicate(job.id.clone())
-            } else {
-                mongo_err(e, "insert job")
-            });
+            if is_duplicate_key(&e) {
+                self.drop_script(&rev).await;
+                return Err(StoreError::Duplicate(job.id.clone()));
+            }
+            // The insert may have been applied (a write concern error, a connection
+            // lost after the write), so the revision stays: deleting it could leave the
+            // job without its script. At worst it is garbage.
+            return Err(mongo_err(e, "insert job"));
         }
         // A delete of an earlier job with this id that died half-way may have left its
         // history behind; the new job starts clean. Best effort: the job is stored.
@@ -609,12 +607,9 @@ impl Store for MongoStore {
             .await;
         let matched = match res {
             Ok(r) => r.matched_count > 0,
-            Err(e) => {
-                if let Some(rev) = &rev {
-                    self.drop_script(rev).await;
-                }
-                return Err(mongo_err(e, "update job"));
-            }
+            // The update may have been applied (see create_job): the revision stays, and
+            // the next update's sweep removes it if nothing points at it.
+            Err(e) => return Err(mongo_err(e, "update job")),
         };
         if !matched {
             if let Some(rev) = &rev {
@@ -728,7 +723,14 @@ impl Store for MongoStore {
         if let Some(limit) = query.limit {
             pipeline.push(doc! { "$limit": limit_i64(limit) });
         }
-        let mut cursor = self.jobs.aggregate(pipeline).await.ctx("list jobs")?;
+        // A sort on the computed `_never_ran` cannot use an index; let a big one spill
+        // to disk rather than fail at the in-memory limit.
+        let mut cursor = self
+            .jobs
+            .aggregate(pipeline)
+            .allow_disk_use(true)
+            .await
+            .ctx("list jobs")?;
         let mut jobs = Vec::new();
         while let Some(d) = cursor.try_next().await.ctx("list jobs")? {
             jobs.push(read_job(&d).ctx("list jobs")?);
@@ -890,7 +892,7 @@ impl Store for MongoStore {
         // By age, in chunks.
         loop {
             let ids = self
-                .run_ids(doc! { "scheduled_at_ms": { "$lt": older_than_ms } }, None)
+                .run_ids(doc! { "scheduled_at_ms": { "$lt": older_than_ms } })
                 .await?;
             let n = ids.len();
             total += self.delete_runs(ids).await?;

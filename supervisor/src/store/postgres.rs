@@ -4,8 +4,9 @@
 //! per connection) shared by every call; each cluster gets its own schema,
 //! `traitor_<cluster>`, created and migrated at connect ([`schema`]), and every
 //! statement names its tables through that quoted schema, so clusters sharing a
-//! database never see each other's rows. Concurrent job creates are committed in groups
-//! by one writer task ([`writer`]), the way the SQLite store's writer thread does.
+//! database never see each other's rows. Job creates go straight to the database while
+//! few are committing, and queue to be committed in groups, one statement each, under
+//! load ([`writer`]), much like the SQLite store's writer thread.
 //!
 //! Connections are plain TCP (`NoTls`): use it on a trusted network or through a local
 //! TLS tunnel. A URL asking for TLS (`sslmode=require`) fails to connect rather than
@@ -186,7 +187,17 @@ fn closed() -> StoreError {
 
 fn pool_error_text(e: &PoolError) -> String {
     match e {
-        PoolError::Backend(e) => format!("{e:#}"),
+        PoolError::Backend(e) => {
+            // The driver's message alone says little ("error connecting to server").
+            let mut text = e.to_string();
+            let mut cause = std::error::Error::source(e);
+            while let Some(c) = cause {
+                text.push_str(": ");
+                text.push_str(&c.to_string());
+                cause = c.source();
+            }
+            text
+        }
         PoolError::Timeout(t) => format!("timed out ({t:?})"),
         PoolError::Closed => "the pool is closed".to_owned(),
         PoolError::NoRuntimeSpecified => "no runtime specified".to_owned(),

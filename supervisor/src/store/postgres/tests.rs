@@ -610,3 +610,14 @@ async fn bench_enabled_jobs_million() {
     drop(jobs);
     fixture.store.close().await;
 }
+
+#[tokio::test]
+async fn a_url_asking_for_tls_is_refused_not_downgraded() {
+    let Some(url) = test_url() else { return };
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let err = PostgresStore::connect(&format!("{url}{sep}sslmode=require"), "tls").await;
+    assert!(
+        err.is_err(),
+        "sslmode=require must not connect in plain text"
+    );
+}
