@@ -868,7 +868,11 @@ async fn churn_every_occurrence_runs_exactly_once() {
                     "FAILED — {}",
                     failures
                         .iter()
-                        .map(|f| f.lines().next().unwrap_or_default())
+                        .map(|f| f
+                            .lines()
+                            .next()
+                            .unwrap_or_default()
+                            .trim_end_matches("; e.g."))
                         .collect::<Vec<_>>()
                         .join("; ")
                 )
