@@ -165,7 +165,6 @@ fn init_logging() {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)] // Tests may panic on what they did not expect.
 mod tests {
     use super::*;
 

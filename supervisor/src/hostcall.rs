@@ -164,7 +164,6 @@ fn describe(e: reqwest::Error) -> String {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)] // Tests may panic on what they did not expect.
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

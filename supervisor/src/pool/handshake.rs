@@ -90,7 +90,6 @@ pub(crate) async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)] // Tests may panic on what they did not expect.
 mod tests {
     use super::*;
     use tokio::io::AsyncWriteExt;

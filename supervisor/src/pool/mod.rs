@@ -530,7 +530,6 @@ fn backoff(n: u32) -> Duration {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)] // Tests may panic on what they did not expect.
 mod tests {
     use super::*;
 

@@ -354,7 +354,6 @@ impl RunCanceller {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)] // Tests may panic on what they did not expect.
 mod tests {
     use super::*;
 

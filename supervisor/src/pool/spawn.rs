@@ -294,7 +294,6 @@ pub(crate) fn absolute(p: &Path) -> io::Result<PathBuf> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)] // Tests may panic on what they did not expect.
 mod tests {
     use super::*;
 
