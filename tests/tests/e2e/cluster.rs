@@ -412,6 +412,53 @@ async fn healthz_says_degraded_while_redis_is_away_and_recovers() {
     assert_eq!(api.cluster().await["healthy"], true);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_debug_socket_works_through_nginx_on_any_node() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let _serial = serial().await;
+    let redis = RedisServer::start();
+    let db = Database::create();
+    let logs = ClusterLogs::default();
+    let names = ["node-a", "node-b", "node-c"];
+    let nodes = start_nodes(&logs, &redis, &db, "debug", &names).await;
+    let nginx = Nginx::start(&nodes.iter().map(|n| n.port).collect::<Vec<_>>()).await;
+    logs.add("nginx", nginx.error_log());
+    let (status, v) = nginx
+        .api
+        .post(
+            "/api/job?type=timing",
+            json!({"jobId": "dbg", "cron": "@daily",
+                   "script": "console.log('one'); await new Promise(r => setTimeout(r, 50)); console.log('two')"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    // Round robin: several sockets in a row land on different nodes; each must stream.
+    for _ in 0..names.len() {
+        let (mut ws, _) = tokio_tungstenite::connect_async(format!(
+            "ws://127.0.0.1:{}/api/debug?id=dbg",
+            nginx.port
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("WebSocket through nginx: {e}\n{}", nginx.log()));
+        let mut texts = Vec::new();
+        let mut close = None;
+        while let Some(msg) = ws.next().await {
+            match msg.expect("frame") {
+                Message::Text(t) => texts.push(t.to_string()),
+                Message::Close(c) => {
+                    close = c;
+                    break;
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(texts, ["one", "two"]);
+        assert_eq!(u16::from(close.expect("a close frame").code), 1000);
+    }
+}
+
 /// The part of the churn below that isolates one property: after Redis comes back,
 /// every occurrence that fell in the outage either ran once (the newest, as `misfire`)
 /// or is recorded as `missed`; none vanishes.
