@@ -154,10 +154,12 @@ fn report(r: &RunResult) {
     }
 }
 
-/// Logs to stderr, `warn` and above unless `RUST_LOG` says otherwise.
+/// Logs to stderr, `warn` and above unless `RUST_LOG` says otherwise, but not the
+/// pool session's account of a worker's death: the run's own error line says it.
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("warn,supervisor::pool::session=off")
+    });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

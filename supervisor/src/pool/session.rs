@@ -96,6 +96,7 @@ pub(crate) async fn launch(shared: &Shared, slot: usize) -> anyhow::Result<Conne
         Ok(hello) => {
             if !hello.sandboxed {
                 tracing::warn!(
+                    target: "traitor::sandbox",
                     worker = slot,
                     pid,
                     "WORKER IS NOT SANDBOXED: the kernel refused its seccomp filter, so \
@@ -226,7 +227,7 @@ impl Session {
         loop {
             self.wakes.wake_all();
             if let Err(e) = self.flush() {
-                return Death::Io(e);
+                return io_death(e);
             }
             if self.ended > 0 {
                 self.shared.release(self.slot, self.ended);
@@ -302,7 +303,7 @@ impl Session {
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
-            Err(e) => return Err(Death::Io(e)),
+            Err(e) => return Err(io_death(e)),
         }
         loop {
             let avail = &self.inbuf[self.rpos..];
@@ -704,6 +705,15 @@ impl Session {
         }
         self.shared
             .release(self.slot, ended + std::mem::take(&mut self.ended));
+    }
+}
+
+/// A socket error: a worker that went away is an end of stream (its exit status says
+/// more than `Broken pipe`); anything else is reported as it is.
+fn io_death(e: io::Error) -> Death {
+    match e.kind() {
+        io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => Death::Eof,
+        _ => Death::Io(e),
     }
 }
 
