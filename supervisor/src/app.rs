@@ -21,7 +21,7 @@ use crate::hostcall::HttpHost;
 use crate::pool::{Pool, PoolConfig};
 use crate::runner::{FireGate, OpenGate, Runner, RunnerParts};
 use crate::scheduler;
-use crate::service::{JobDefaults, Service, ServiceParts};
+use crate::service::{CatchUpFrom, JobDefaults, Service, ServiceParts};
 use crate::store::Store;
 use crate::store::mongo::MongoStore;
 use crate::store::postgres::PostgresStore;
@@ -122,8 +122,11 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut cluster_tasks = Vec::new();
+    let mut ownership = None;
     if let Some(c) = &cluster {
-        cluster_tasks = start_cluster(c.clone(), service.clone(), stop_rx.clone()).await;
+        let (heartbeat, own_rx) = join_cluster(c, stop_rx.clone()).await;
+        cluster_tasks.push(heartbeat);
+        ownership = Some(own_rx);
     }
 
     let t = std::time::Instant::now();
@@ -136,6 +139,14 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         elapsed_ms = t.elapsed().as_millis() as u64,
         "stored jobs scheduled"
     );
+    if let (Some(c), Some(own_rx)) = (&cluster, ownership) {
+        cluster_tasks.push(start_cluster_sync(
+            c.clone(),
+            service.clone(),
+            own_rx,
+            stop_rx.clone(),
+        ));
+    }
 
     tokio::spawn(prune_loop(
         store.clone(),
@@ -211,6 +222,7 @@ async fn open_store_and_cluster(
             let dir = data_dir(cfg)?;
             std::fs::create_dir_all(&dir)
                 .with_context(|| format!("create data dir {}", dir.display()))?;
+            lock_data_dir(&dir)?;
             let store =
                 SqliteStore::open(&dir.join("traitor.db")).context("open the embedded store")?;
             Ok((Arc::new(store), None))
@@ -277,17 +289,17 @@ fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts membership, announcements and reconciliation; waits (briefly) for the first
-/// heartbeat so that start-up's catch-up knows which jobs are this node's.
-async fn start_cluster(
-    c: Cluster,
-    service: Arc<Service>,
+/// Starts membership and waits (briefly) for the first heartbeat, so that start-up's
+/// catch-up knows which jobs are this node's. Ownership changes queue in the receiver.
+async fn join_cluster(
+    c: &Cluster,
     stop: tokio::sync::watch::Receiver<bool>,
-) -> Vec<tokio::task::JoinHandle<()>> {
+) -> (
+    tokio::task::JoinHandle<()>,
+    mpsc::UnboundedReceiver<OwnershipChange>,
+) {
     let (own_tx, mut own_rx) = mpsc::unbounded_channel::<OwnershipChange>();
-    let (ann_tx, mut ann_rx) = mpsc::unbounded_channel::<Option<(String, u64)>>();
-    let heartbeat = tokio::spawn(c.clone().heartbeat_loop(own_tx, stop.clone()));
-    let listen = tokio::spawn(c.clone().listen_loop(ann_tx, stop.clone()));
+    let heartbeat = tokio::spawn(c.clone().heartbeat_loop(own_tx, stop));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
     while !c.healthy() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -295,10 +307,23 @@ async fn start_cluster(
     if !c.healthy() {
         tracing::warn!(problem = ?c.problem(), "not in the cluster yet; serving the API, firing nothing");
     }
-    // Ownership changes before start-up's own catch-up are covered by it.
+    // The first change (joining) is covered by start-up's own catch-up.
     while own_rx.try_recv().is_ok() {}
+    (heartbeat, own_rx)
+}
+
+/// After start-up has scheduled the stored jobs: takeovers, announcements and the
+/// periodic reconcile. Returns the listener, which must end on shutdown.
+fn start_cluster_sync(
+    c: Cluster,
+    service: Arc<Service>,
+    mut own_rx: mpsc::UnboundedReceiver<OwnershipChange>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    let (ann_tx, mut ann_rx) = mpsc::unbounded_channel::<Option<(String, u64)>>();
+    let listen = tokio::spawn(c.listen_loop(ann_tx, stop.clone()));
     let s = service.clone();
-    let owners = tokio::spawn(async move {
+    tokio::spawn(async move {
         while let Some(change) = own_rx.recv().await {
             match s.take_over(&change).await {
                 Ok(0) => {}
@@ -308,10 +333,10 @@ async fn start_cluster(
         }
     });
     let s = service.clone();
-    let announcements = tokio::spawn(async move {
+    tokio::spawn(async move {
         while let Some(msg) = ann_rx.recv().await {
             match msg {
-                Some((id, _version)) => s.reload(&id, None).await,
+                Some((id, _version)) => s.reload(&id, CatchUpFrom::Nothing).await,
                 None => {
                     if let Err(e) = s.reconcile().await {
                         tracing::warn!(error = %e, "reconcile failed");
@@ -320,11 +345,12 @@ async fn start_cluster(
             }
         }
     });
-    let s = service.clone();
-    let mut stop_r = stop.clone();
-    let reconciler = tokio::spawn(async move {
+    let s = service;
+    let mut stop_r = stop;
+    tokio::spawn(async move {
         let mut tick = tokio::time::interval(RECONCILE_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await; // immediate; start-up has just scheduled everything
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -337,10 +363,7 @@ async fn start_cluster(
             }
         }
     });
-    // Only the membership and listener loops need to finish on shutdown; the others
-    // end with the process.
-    drop((owners, announcements, reconciler));
-    vec![heartbeat, listen]
+    listen
 }
 
 async fn wait_for_signal() {

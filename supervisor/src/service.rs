@@ -62,6 +62,17 @@ pub struct Service {
     cluster: Option<Cluster>,
 }
 
+/// Where a reload's catch-up starts.
+#[derive(Debug, Clone, Copy)]
+pub enum CatchUpFrom {
+    /// No catch-up: the change itself happened now.
+    Nothing,
+    /// After the job's last handled occurrence, but no further back than this (ms).
+    Lookback(i64),
+    /// After this instant (Unix ms).
+    Since(i64),
+}
+
 /// How far back a node looks for occurrences that nobody ran when it gains jobs (a node
 /// died, Redis came back). Longer than any takeover; claims keep it exactly-once.
 pub const TAKEOVER_LOOKBACK_MS: i64 = 60_000;
@@ -212,9 +223,9 @@ impl Service {
     }
 
     /// Brings this node's schedule of one job in line with the store (after an
-    /// announcement, a reconcile or a takeover). Occurrences after `max(the job's last
-    /// handled occurrence, now - lookback)` that nobody ran are caught up, claimed.
-    pub async fn reload(&self, id: &str, lookback_ms: Option<i64>) {
+    /// announcement, a reconcile or a takeover), catching up, claimed, the occurrences
+    /// nobody ran as `catch_up` says.
+    pub async fn reload(&self, id: &str, catch_up: CatchUpFrom) {
         let _guard = self.lock_for(id).lock().await;
         let job = match self.store.get_job(id).await {
             Ok(j) => j,
@@ -225,7 +236,11 @@ impl Service {
         };
         let result = match job {
             Some(job) if job.enabled => {
-                let since = lookback_ms.map(|l| job_since(&job).max(now_ms() - l));
+                let since = match catch_up {
+                    CatchUpFrom::Nothing => None,
+                    CatchUpFrom::Lookback(l) => Some(job_since(&job).max(now_ms() - l)),
+                    CatchUpFrom::Since(t) => Some(t),
+                };
                 match schedule_of(&job, since) {
                     Ok(s) => self.scheduler.upsert(s).await.map(|_| ()),
                     Err(e) => {
@@ -261,7 +276,8 @@ impl Service {
             }
         }
         for id in &stale {
-            self.reload(id, Some(TAKEOVER_LOOKBACK_MS)).await;
+            self.reload(id, CatchUpFrom::Lookback(TAKEOVER_LOOKBACK_MS))
+                .await;
         }
         Ok(stale.len())
     }
@@ -283,8 +299,15 @@ impl Service {
                     && change.before.as_ref().and_then(|r| r.owner(&j.id)) != Some(me)
             })
             .collect();
+        // What the store said was handled *before* this takeover began; on-time fires
+        // of the gained jobs resume at once and move it forward while we work.
+        let floor = now_ms() - TAKEOVER_LOOKBACK_MS;
         for job in &gained {
-            self.reload(&job.id, Some(TAKEOVER_LOOKBACK_MS)).await;
+            // Never before the job's own last change: it did not exist (or did not
+            // fire) then.
+            let gap_start = change.gap_start_ms.max(job.updated_at_ms);
+            let since = job_since(job).min(gap_start).max(floor);
+            self.reload(&job.id, CatchUpFrom::Since(since)).await;
         }
         Ok(gained.len())
     }
@@ -342,6 +365,14 @@ fn job_since(job: &Job) -> i64 {
 /// Field-level validation of a whole job. `starting`: it is (or will be) scheduled, so
 /// it must have a future occurrence.
 pub fn validate(job: &Job, script: Option<&str>, starting: bool) -> ServiceResult<()> {
+    for (field, text) in [
+        ("name", job.name.as_str()),
+        ("description", job.description.as_str()),
+        ("cron", job.cron.as_str()),
+        ("timezone", job.timezone.as_str()),
+    ] {
+        check_no_nul(field, text)?;
+    }
     if job.name.chars().count() > MAX_NAME_CHARS {
         return Err(ServiceError::invalid(
             "name",
@@ -408,7 +439,20 @@ pub fn validate(job: &Job, script: Option<&str>, starting: bool) -> ServiceResul
     Ok(())
 }
 
+/// NUL characters are refused everywhere: no store can keep them in text (PostgreSQL
+/// rejects them), and no sensible job needs one.
+fn check_no_nul(field: &str, text: &str) -> ServiceResult<()> {
+    if text.contains('\0') {
+        return Err(ServiceError::invalid(
+            field,
+            format!("{field} contains a NUL character"),
+        ));
+    }
+    Ok(())
+}
+
 fn check_script(s: &str) -> ServiceResult<()> {
+    check_no_nul("script", s)?;
     if s.len() > MAX_SCRIPT_BYTES {
         return Err(ServiceError::TooLarge(format!(
             "script is {} bytes; the limit is {MAX_SCRIPT_BYTES}",

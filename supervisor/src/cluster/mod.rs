@@ -102,6 +102,8 @@ struct View {
     /// Why not healthy, for `/healthz`.
     problem: Option<String>,
     last_ok: Option<Instant>,
+    /// When this node stopped being able to fire (Redis lost), Unix ms.
+    unhealthy_since_ms: Option<i64>,
 }
 
 /// What changed in membership, for the service to act on.
@@ -111,6 +113,11 @@ pub struct OwnershipChange {
     pub before: Option<Ring>,
     /// The ring now; this node is healthy.
     pub after: Ring,
+    /// From when occurrences of the gained jobs may have gone unhandled (Unix ms): when
+    /// this node lost Redis, or when a departed peer may have stopped firing. A
+    /// catch-up must reach back at least this far, whatever the store says was handled
+    /// last (on-time fires resume at once and move that forward).
+    pub gap_start_ms: i64,
 }
 
 #[derive(Clone)]
@@ -225,6 +232,13 @@ impl Cluster {
         let ring = Ring::new(&names);
         let before = v.healthy.then(|| v.ring.clone());
         let changed = before.as_ref() != Some(&ring);
+        let now = crate::scheduler::now_ms();
+        let gap_start_ms = match v.unhealthy_since_ms {
+            Some(t) if !v.healthy => t,
+            // A peer that left may have stopped firing up to a TTL (plus a heartbeat
+            // and some slack) before the set showed it.
+            _ => now - (NODE_TTL + HEARTBEAT_EVERY).as_millis() as i64 - 1_000,
+        };
         if !v.healthy {
             tracing::info!(node = %me, nodes = ?ring.nodes(), "in the cluster: firing my share");
         } else if changed {
@@ -235,11 +249,13 @@ impl Cluster {
         v.healthy = true;
         v.problem = None;
         v.last_ok = Some(Instant::now());
+        v.unhealthy_since_ms = None;
         drop(v);
         if changed {
             let _ = changes.send(OwnershipChange {
                 before,
                 after: ring,
+                gap_start_ms,
             });
         }
     }
@@ -248,6 +264,9 @@ impl Cluster {
         let mut v = self.0.view.write();
         if v.healthy {
             tracing::warn!(node = %self.0.cfg.node, reason = %why, "out of the cluster: firing nothing until back");
+            // The last moment this node could still have fired: its last good heartbeat.
+            let since_ok = v.last_ok.map(|t| t.elapsed().as_millis() as i64).unwrap_or(0);
+            v.unhealthy_since_ms = Some(crate::scheduler::now_ms() - since_ok);
         }
         v.healthy = false;
         v.problem = Some(why);
