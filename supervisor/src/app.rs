@@ -68,7 +68,12 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     if let Some(n) = cfg.pool.workers {
         pool_cfg.workers = n;
     }
-    let host = Arc::new(HttpHost::from_args(&cfg.pool)?);
+    // Scripts may not call this service's own API (it trusts loopback without a token).
+    let host = Arc::new(HttpHost::with_own_ports(
+        Duration::from_millis(cfg.pool.http_timeout_ms),
+        usize::try_from(cfg.pool.http_max_body_kb.saturating_mul(1024)).unwrap_or(usize::MAX),
+        vec![cfg.port],
+    )?);
     let pool = Pool::start(pool_cfg, host)
         .await
         .context("start the worker pool")?;

@@ -51,17 +51,43 @@ impl HostCalls for NoHost {
 pub struct HttpHost {
     client: reqwest::Client,
     max_body_bytes: usize,
+    /// Ports of this service's own API: a script may not call them on a local address
+    /// (without a token the API trusts loopback clients, so a script could otherwise
+    /// edit or delete every job).
+    own_ports: std::sync::Arc<Vec<u16>>,
 }
 
 impl HttpHost {
     pub fn new(timeout: Duration, max_body_bytes: usize) -> anyhow::Result<Self> {
+        Self::with_own_ports(timeout, max_body_bytes, Vec::new())
+    }
+
+    /// Like [`HttpHost::new`], refusing requests (and redirects) to `own_ports` on a
+    /// local address.
+    pub fn with_own_ports(
+        timeout: Duration,
+        max_body_bytes: usize,
+        own_ports: Vec<u16>,
+    ) -> anyhow::Result<Self> {
+        let own_ports = std::sync::Arc::new(own_ports);
+        let denied = own_ports.clone();
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .user_agent(concat!("traitor/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::custom(move |attempt| {
+                if is_own_api(attempt.url(), &denied) {
+                    attempt.error("redirect to this traitor's own API refused")
+                } else if attempt.previous().len() >= 10 {
+                    attempt.error("too many redirects")
+                } else {
+                    attempt.follow()
+                }
+            }))
             .build()?;
         Ok(HttpHost {
             client,
             max_body_bytes,
+            own_ports,
         })
     }
 
@@ -75,9 +101,45 @@ impl HostCalls for HttpHost {
     fn call(&self, _run: &RunContextInfo, call: HostCall) -> HostFuture {
         let client = self.client.clone();
         let max = self.max_body_bytes;
+        let own = self.own_ports.clone();
         match call {
-            HostCall::Http(req) => Box::pin(http(client, max, req)),
+            HostCall::Http(req) => Box::pin(async move {
+                if let Ok(url) = reqwest::Url::parse(&req.url)
+                    && is_own_api(&url, &own)
+                {
+                    return Err(format!(
+                        "requests to this traitor's own API ({}) are not allowed from scripts",
+                        req.url
+                    ));
+                }
+                http(client, max, req).await
+            }),
         }
+    }
+}
+
+/// A URL on a local address (loopback, unspecified, `localhost`) at one of `ports`.
+fn is_own_api(url: &reqwest::Url, ports: &[u16]) -> bool {
+    let Some(port) = url.port_or_known_default() else {
+        return false;
+    };
+    if !ports.contains(&port) {
+        return false;
+    }
+    match url.host() {
+        Some(url::Host::Domain(d)) => {
+            let d = d.trim_end_matches('.').to_ascii_lowercase();
+            d == "localhost" || d.ends_with(".localhost")
+        }
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback() || ip.is_unspecified(),
+        Some(url::Host::Ipv6(ip)) => {
+            ip.is_loopback()
+                || ip.is_unspecified()
+                || ip
+                    .to_ipv4_mapped()
+                    .is_some_and(|v4| v4.is_loopback() || v4.is_unspecified())
+        }
+        None => false,
     }
 }
 
@@ -261,6 +323,28 @@ mod tests {
             .await
             .unwrap_err();
         assert!(err.starts_with("request timed out"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn scripts_cannot_call_this_services_own_api() {
+        let host = HttpHost::with_own_ports(Duration::from_secs(2), 1024, vec![8080]).unwrap();
+        for url in [
+            "http://127.0.0.1:8080/api/jobList",
+            "http://localhost:8080/api/run",
+            "http://127.9.9.9:8080/",
+            "http://[::1]:8080/",
+            "http://0.0.0.0:8080/",
+            "http://[::ffff:127.0.0.1]:8080/",
+        ] {
+            let err = host.call(&info(), get(url)).await.unwrap_err();
+            assert!(err.contains("own API"), "{url}: {err}");
+        }
+        // Other local ports are ordinary servers.
+        let refused = host
+            .call(&info(), get("http://127.0.0.1:1/"))
+            .await
+            .unwrap_err();
+        assert!(!refused.contains("own API"), "{refused}");
     }
 
     #[tokio::test]
