@@ -265,7 +265,10 @@ impl Cluster {
         if v.healthy {
             tracing::warn!(node = %self.0.cfg.node, reason = %why, "out of the cluster: firing nothing until back");
             // The last moment this node could still have fired: its last good heartbeat.
-            let since_ok = v.last_ok.map(|t| t.elapsed().as_millis() as i64).unwrap_or(0);
+            let since_ok = v
+                .last_ok
+                .map(|t| t.elapsed().as_millis() as i64)
+                .unwrap_or(0);
             v.unhealthy_since_ms = Some(crate::scheduler::now_ms() - since_ok);
         }
         v.healthy = false;
