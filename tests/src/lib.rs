@@ -6,6 +6,7 @@
 //! Nothing here mocks the system under test: the fakes stand in for a *broken* worker
 //! only, and talk over the same socket the real one does.
 
+pub mod bench_service;
 pub mod cluster;
 pub mod server;
 

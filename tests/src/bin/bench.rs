@@ -22,11 +22,16 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("pool") => run(pool_bench(&args[1..])),
+        Some("lateness") => run(tests::bench_service::lateness(&args[1..])),
+        Some("burst") => run(tests::bench_service::burst(&args[1..])),
+        Some("million") => run(tests::bench_service::million(&args[1..])),
+        Some("creates") => run(tests::bench_service::creates(&args[1..])),
         _ => {
             eprintln!(
                 "usage: bench pool [--workers N] [--seconds S] [--inflight K] [--throughput-only]\n\
                  \n\
-                 pool   runs/s, dispatch latency, worker cold start and idle RSS"
+                 pool   runs/s, dispatch latency, worker cold start and idle RSS\n\
+                 lateness|burst|million|creates   the standalone service (tests/src/bench_service.rs)"
             );
             ExitCode::from(2)
         }
