@@ -278,6 +278,26 @@ pub enum Trigger {
     Manual,
 }
 
+impl Trigger {
+    /// The stored and serialised name: `schedule`, `misfire`, `manual`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Schedule => "schedule",
+            Trigger::Misfire => "misfire",
+            Trigger::Manual => "manual",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "schedule" => Some(Trigger::Schedule),
+            "misfire" => Some(Trigger::Misfire),
+            "manual" => Some(Trigger::Manual),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ErrorView {

@@ -48,7 +48,7 @@ use tokio_postgres::{IsolationLevel, NoTls};
 
 use self::rows::{
     JOB_COLUMNS, JobParams, RUN_COLUMNS, encode_log, is_finished, lossy, read_job, read_run,
-    storable, to_i64, trigger_str,
+    storable, to_i64,
 };
 use super::{JobListQuery, JobOrder, RunListQuery, Store, StoreError, StoreResult};
 use crate::job::{Job, RunRecord};
@@ -372,7 +372,7 @@ impl RunColumns {
     fn push(&mut self, r: &RunRecord) -> anyhow::Result<()> {
         self.run_id.push(lossy(&r.run_id).into_owned());
         self.job_id.push(r.job_id.clone());
-        self.trigger.push(trigger_str(r.trigger));
+        self.trigger.push(r.trigger.as_str());
         self.scheduled.push(r.scheduled_at_ms);
         self.started.push(r.started_at_ms);
         self.ended.push(r.ended_at_ms);

@@ -13,23 +13,6 @@ use crate::job::{
     ExecType, Job, LastRun, LogLine, MisfirePolicy, OverlapPolicy, RunRecord, Trigger, outcome,
 };
 
-pub(super) fn trigger_str(t: Trigger) -> &'static str {
-    match t {
-        Trigger::Schedule => "schedule",
-        Trigger::Misfire => "misfire",
-        Trigger::Manual => "manual",
-    }
-}
-
-fn parse_trigger(s: &str) -> Option<Trigger> {
-    match s {
-        "schedule" => Some(Trigger::Schedule),
-        "misfire" => Some(Trigger::Misfire),
-        "manual" => Some(Trigger::Manual),
-        _ => None,
-    }
-}
-
 /// Whether a record counts for `last.outcome`: a run that ended, not a placeholder.
 pub(super) fn is_finished(outcome_text: &str) -> bool {
     !matches!(
@@ -115,7 +98,7 @@ pub(super) fn run_doc(run: &RunRecord) -> anyhow::Result<Document> {
     Ok(doc! {
         "_id": &run.run_id,
         "job_id": &run.job_id,
-        "trigger": trigger_str(run.trigger),
+        "trigger": run.trigger.as_str(),
         "scheduled_at_ms": run.scheduled_at_ms,
         "started_at_ms": opt_i64(run.started_at_ms),
         "ended_at_ms": opt_i64(run.ended_at_ms),
@@ -227,7 +210,7 @@ pub(super) fn read_run(d: &Document, with_log: bool) -> anyhow::Result<RunRecord
 
 fn read_run_fields(d: &Document, run_id: &str, with_log: bool) -> anyhow::Result<RunRecord> {
     let trigger = string(d, "trigger")?;
-    let trigger = parse_trigger(&trigger).ok_or_else(|| anyhow!("unknown trigger {trigger:?}"))?;
+    let trigger = Trigger::parse(&trigger).ok_or_else(|| anyhow!("unknown trigger {trigger:?}"))?;
     let log = if with_log {
         read_log(field(d, "log")?)?
     } else {

@@ -25,23 +25,6 @@ pub(super) const RUN_COLUMNS: &str = "run_id, job_id, trigger_kind, scheduled_at
      started_at_ms, ended_at_ms, outcome, node, error_message, error_stack, cpu_time_us, \
      peak_memory_bytes, log_truncated";
 
-pub(super) fn trigger_str(t: Trigger) -> &'static str {
-    match t {
-        Trigger::Schedule => "schedule",
-        Trigger::Misfire => "misfire",
-        Trigger::Manual => "manual",
-    }
-}
-
-fn parse_trigger(s: &str) -> Option<Trigger> {
-    match s {
-        "schedule" => Some(Trigger::Schedule),
-        "misfire" => Some(Trigger::Misfire),
-        "manual" => Some(Trigger::Manual),
-        _ => None,
-    }
-}
-
 /// Whether a record counts for `last.outcome`: a run that ended, not a placeholder.
 pub(super) fn is_finished(outcome_text: &str) -> bool {
     !matches!(
@@ -214,7 +197,7 @@ pub(super) fn read_run(row: &Row, with_log: bool) -> anyhow::Result<RunRecord> {
 
 fn read_run_fields(row: &Row, run_id: &str, with_log: bool) -> anyhow::Result<RunRecord> {
     let trigger: &str = row.try_get(2)?;
-    let trigger = parse_trigger(trigger).ok_or_else(|| anyhow!("unknown trigger {trigger:?}"))?;
+    let trigger = Trigger::parse(trigger).ok_or_else(|| anyhow!("unknown trigger {trigger:?}"))?;
     let cpu: Option<i64> = row.try_get(10)?;
     let mem: Option<i64> = row.try_get(11)?;
     let log = if with_log {

@@ -22,23 +22,6 @@ pub(super) const RUN_COLUMNS: &str = "run_id, job_id, trigger_kind, scheduled_at
      started_at_ms, ended_at_ms, outcome, node, error_message, error_stack, cpu_time_us, \
      peak_memory_bytes, log_truncated";
 
-pub(super) fn trigger_str(t: Trigger) -> &'static str {
-    match t {
-        Trigger::Schedule => "schedule",
-        Trigger::Misfire => "misfire",
-        Trigger::Manual => "manual",
-    }
-}
-
-fn parse_trigger(s: &str) -> Option<Trigger> {
-    match s {
-        "schedule" => Some(Trigger::Schedule),
-        "misfire" => Some(Trigger::Misfire),
-        "manual" => Some(Trigger::Manual),
-        _ => None,
-    }
-}
-
 /// A `u64` of the model as an SQLite integer.
 pub(super) fn to_i64(v: u64, what: &str) -> anyhow::Result<i64> {
     i64::try_from(v).with_context(|| format!("{what} {v} is too large to store"))
@@ -116,7 +99,7 @@ pub(super) fn read_run(row: &Row<'_>, with_log: bool) -> anyhow::Result<RunRecor
 
 fn read_run_fields(row: &Row<'_>, run_id: &str, with_log: bool) -> anyhow::Result<RunRecord> {
     let trigger = text(row, 2)?;
-    let trigger = parse_trigger(trigger).ok_or_else(|| anyhow!("unknown trigger {trigger:?}"))?;
+    let trigger = Trigger::parse(trigger).ok_or_else(|| anyhow!("unknown trigger {trigger:?}"))?;
     let cpu: Option<i64> = row.get(10)?;
     let mem: Option<i64> = row.get(11)?;
     let truncated: i64 = row.get(12)?;

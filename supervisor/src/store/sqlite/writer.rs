@@ -19,7 +19,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::checkpoint::Checkpointer;
-use super::rows::{JOB_COLUMNS, encode_log, opt_to_i64, to_i64, trigger_str};
+use super::rows::{JOB_COLUMNS, encode_log, opt_to_i64, to_i64};
 use crate::job::{Job, RunRecord, outcome};
 use crate::store::{StoreError, StoreResult};
 
@@ -450,7 +450,7 @@ fn record(conn: &Connection, runs: &[RunRecord]) -> StoreResult<()> {
             .execute(params![
                 run.run_id,
                 run.job_id,
-                trigger_str(run.trigger),
+                run.trigger.as_str(),
                 run.scheduled_at_ms,
                 run.started_at_ms,
                 run.ended_at_ms,
