@@ -43,10 +43,7 @@ pub fn data_dir(cfg: &ServeConfig) -> anyhow::Result<PathBuf> {
 }
 
 fn node_name() -> String {
-    nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_else(|| "standalone".into())
+    crate::cluster::hostname().unwrap_or_else(|| "standalone".into())
 }
 
 pub fn run(cfg: ServeConfig) -> anyhow::Result<()> {

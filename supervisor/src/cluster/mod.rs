@@ -434,11 +434,14 @@ impl FireGate for Cluster {
 
 /// This node's default name: host and port, stable across restarts.
 pub fn default_node_name(port: u16) -> String {
-    let host = nix::unistd::gethostname()
+    format!("{}:{port}", hostname().unwrap_or_else(|| "node".into()))
+}
+
+/// This machine's host name, if it has a readable one.
+pub fn hostname() -> Option<String> {
+    nix::unistd::gethostname()
         .ok()
         .and_then(|h| h.into_string().ok())
-        .unwrap_or_else(|| "node".into());
-    format!("{host}:{port}")
 }
 
 #[cfg(test)]
