@@ -7,44 +7,89 @@
 pub use web::dto::ExecType;
 
 /// What happens when an occurrence comes due while the job's previous run still runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum OverlapPolicy {
-    /// The new occurrence is skipped and recorded as `skipped`.
+    /// Runs may overlap, up to the job's `max_concurrent`; beyond it, skipped.
+    Allow,
+    /// The new occurrence is skipped and recorded as `skipped` (the default).
+    #[default]
     Skip,
+    /// At most one occurrence waits and starts when the running one ends; any further
+    /// occurrence while one waits is skipped.
+    QueueOne,
+    /// The running run is cancelled and the new occurrence starts.
+    Replace,
 }
 
 impl OverlapPolicy {
+    pub const ALL: [OverlapPolicy; 4] = [
+        OverlapPolicy::Allow,
+        OverlapPolicy::Skip,
+        OverlapPolicy::QueueOne,
+        OverlapPolicy::Replace,
+    ];
     pub fn as_str(self) -> &'static str {
         match self {
+            OverlapPolicy::Allow => "allow",
             OverlapPolicy::Skip => "skip",
+            OverlapPolicy::QueueOne => "queue_one",
+            OverlapPolicy::Replace => "replace",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "skip" => Some(OverlapPolicy::Skip),
-            _ => None,
-        }
+        Self::ALL.into_iter().find(|p| p.as_str() == s)
     }
 }
 
-/// What happens to occurrences missed while no process was scheduling the job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What happens to occurrences missed while no process was scheduling the job (down,
+/// or no node owned it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum MisfirePolicy {
-    /// Missed occurrences are recorded as `missed`; the most recent runs once at
-    /// start-up if it is younger than the job's misfire window.
+    /// Every missed occurrence is recorded as `missed`; none runs.
+    Skip,
+    /// Missed occurrences are recorded as `missed`; the most recent runs once if it is
+    /// younger than the job's misfire window (the default).
+    #[default]
     RunOnce,
+    /// Every missed occurrence younger than the window runs, oldest first, one after
+    /// the other, at most `max_catch_up` of them; older ones are recorded as `missed`.
+    RunAll,
 }
 
 impl MisfirePolicy {
+    pub const ALL: [MisfirePolicy; 3] = [
+        MisfirePolicy::Skip,
+        MisfirePolicy::RunOnce,
+        MisfirePolicy::RunAll,
+    ];
     pub fn as_str(self) -> &'static str {
         match self {
+            MisfirePolicy::Skip => "skip",
             MisfirePolicy::RunOnce => "run_once",
+            MisfirePolicy::RunAll => "run_all",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "run_once" => Some(MisfirePolicy::RunOnce),
-            _ => None,
+        Self::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+}
+
+/// Retries of a failed run: attempt `n + 1` starts after
+/// `min(max_backoff_ms, backoff_ms * 2^(n-1))`, scaled by a random factor in [0.5, 1].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts after the first; 0 disables retries.
+    pub max_retries: u32,
+    pub backoff_ms: u64,
+    pub max_backoff_ms: u64,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_retries: 0,
+            backoff_ms: 1_000,
+            max_backoff_ms: 60_000,
         }
     }
 }
@@ -69,6 +114,21 @@ pub struct Job {
     pub misfire: MisfirePolicy,
     /// Occurrences older than this at start-up are not caught up, seconds.
     pub misfire_window_s: u32,
+    /// `Allow`: how many runs may go at once.
+    pub max_concurrent: u32,
+    /// `RunAll`: how many missed occurrences are run at most.
+    pub max_catch_up: u32,
+    pub retry: RetryPolicy,
+    /// Each occurrence starts this job's stable offset within `[0, jitter_s)` seconds
+    /// after its cron instant; 0 disables.
+    pub jitter_s: u32,
+    /// Occurrences before this instant (ms) are skipped, recorded as `skipped`.
+    pub paused_until_ms: Option<i64>,
+    /// Number of the current script version (1 for the script given at creation);
+    /// every save of a script makes the next one.
+    pub script_version: u64,
+    /// The note of the current script version.
+    pub script_note: String,
     /// Bumped by every change of the job or its script.
     pub version: u64,
     pub created_at_ms: i64,
@@ -104,6 +164,13 @@ pub struct RunRecord {
     pub ended_at_ms: Option<i64>,
     /// `running`, a worker outcome, `skipped` or `missed`.
     pub outcome: String,
+    /// 1 for the first attempt of an occurrence, 2 for its first retry, ...
+    pub attempt: u32,
+    /// The script version the run executed; `None` if it never loaded one.
+    pub script_version: Option<u64>,
+    /// How many times another attempt to run this occurrence was suppressed as a
+    /// duplicate (a second node, a backfill of an occurrence that already ran).
+    pub duplicates: u32,
     pub node: String,
     pub error_message: Option<String>,
     pub error_stack: Option<String>,
@@ -121,6 +188,27 @@ pub struct LogLine {
     pub level: String,
     pub text: String,
     pub at_ms: i64,
+}
+
+/// The stable id of an occurrence: what scripts see as `job.occurrenceId`, an
+/// idempotency key for the outside world. Manual runs are occurrences of their own.
+pub fn occurrence_id(job_id: &str, scheduled_ms: i64, trigger: Trigger) -> String {
+    match trigger {
+        Trigger::Manual => format!("{job_id}@manual-{scheduled_ms}"),
+        _ => format!("{job_id}@{scheduled_ms}"),
+    }
+}
+
+/// One saved version of a job's script.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScriptVersion {
+    pub version: u64,
+    pub note: String,
+    pub created_at_ms: i64,
+    /// Length of the source in bytes.
+    pub bytes: u64,
+    /// The source; `None` in listings.
+    pub source: Option<String>,
 }
 
 /// Outcomes that are not worker outcomes.

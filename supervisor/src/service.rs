@@ -344,6 +344,13 @@ impl Service {
             overlap: OverlapPolicy::Skip,
             misfire: MisfirePolicy::RunOnce,
             misfire_window_s: DEFAULT_MISFIRE_WINDOW_S,
+            max_concurrent: 1,
+            max_catch_up: 10,
+            retry: Default::default(),
+            jitter_s: 0,
+            paused_until_ms: None,
+            script_version: 1,
+            script_note: String::new(),
             version: 1,
             created_at_ms: now,
             updated_at_ms: now,
@@ -821,6 +828,7 @@ impl Backend for Service {
                 &RunListQuery {
                     outcome: q.outcome,
                     before_ms: q.before.map(|d| d.timestamp_millis()),
+                    since_ms: None,
                     limit,
                 },
             )

@@ -274,17 +274,20 @@ pub enum Trigger {
     Schedule,
     /// Caught up at start-up under the misfire rule.
     Misfire,
-    /// Run now, from the API or UI.
+    /// Run now, from the API or UI: an occurrence of its own.
     Manual,
+    /// A past occurrence run on request (`POST /api/job/backfill`).
+    Backfill,
 }
 
 impl Trigger {
-    /// The stored and serialised name: `schedule`, `misfire`, `manual`.
+    /// The stored and serialised name: `schedule`, `misfire`, `manual`, `backfill`.
     pub fn as_str(self) -> &'static str {
         match self {
             Trigger::Schedule => "schedule",
             Trigger::Misfire => "misfire",
             Trigger::Manual => "manual",
+            Trigger::Backfill => "backfill",
         }
     }
 
@@ -293,6 +296,7 @@ impl Trigger {
             "schedule" => Some(Trigger::Schedule),
             "misfire" => Some(Trigger::Misfire),
             "manual" => Some(Trigger::Manual),
+            "backfill" => Some(Trigger::Backfill),
             _ => None,
         }
     }

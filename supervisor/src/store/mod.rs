@@ -13,7 +13,7 @@ pub mod sqlite;
 
 use async_trait::async_trait;
 
-use crate::job::{ExecType, Job, RunRecord};
+use crate::job::{ExecType, Job, RunRecord, ScriptVersion};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -60,17 +60,22 @@ pub struct RunListQuery {
     pub outcome: Option<String>,
     /// Only runs scheduled strictly before this instant (ms).
     pub before_ms: Option<i64>,
+    /// Only runs scheduled at or after this instant (ms).
+    pub since_ms: Option<i64>,
     pub limit: u64,
 }
 
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Stores a new job and its script. `Duplicate` if the id exists.
+    /// Stores a new job and its script, which becomes script version
+    /// `job.script_version` with note `job.script_note`. `Duplicate` if the id exists.
     async fn create_job(&self, job: &Job, script: &str) -> StoreResult<()>;
 
     /// Replaces the job row (all fields but `created_at_ms` and `last`), and the script
     /// when given, if the stored version is `expected_version`; the caller has already
-    /// bumped `job.version`. `NotFound`, `VersionConflict`.
+    /// bumped `job.version`. A given script is also kept as the immutable script version
+    /// `job.script_version` (note `job.script_note`, time `job.updated_at_ms`); the
+    /// caller has bumped that too. `NotFound`, `VersionConflict`.
     async fn update_job(
         &self,
         job: &Job,
@@ -98,6 +103,21 @@ pub trait Store: Send + Sync + 'static {
     /// them into their jobs' [`crate::job::LastRun`] (never moving it backwards).
     /// Records of jobs that no longer exist are dropped silently.
     async fn record_runs(&self, runs: &[RunRecord]) -> StoreResult<()>;
+
+    /// Every saved version of a job's script, newest first, without their sources.
+    /// Empty if the job does not exist.
+    async fn list_script_versions(&self, job_id: &str) -> StoreResult<Vec<ScriptVersion>>;
+
+    /// One version of a job's script, with its source.
+    async fn get_script_version(
+        &self,
+        job_id: &str,
+        version: u64,
+    ) -> StoreResult<Option<ScriptVersion>>;
+
+    /// Counts one suppressed duplicate on the newest record of the occurrence
+    /// `(job_id, scheduled_ms)` that is not a manual run. `Ok(false)` if there is none.
+    async fn note_duplicate(&self, job_id: &str, scheduled_ms: i64) -> StoreResult<bool>;
 
     /// Newest first (by scheduled instant, then run id), without their logs.
     async fn list_runs(&self, job_id: &str, query: &RunListQuery) -> StoreResult<Vec<RunRecord>>;

@@ -63,6 +63,7 @@ use self::docs::{
     string, to_i64,
 };
 use super::{JobListQuery, JobOrder, RunListQuery, Store, StoreError, StoreResult};
+use crate::job::ScriptVersion;
 use crate::job::{Job, RunRecord};
 
 /// The database used when the URL names none.
@@ -560,6 +561,28 @@ impl MongoStore {
 
 #[async_trait]
 impl Store for MongoStore {
+    async fn list_script_versions(&self, _job_id: &str) -> StoreResult<Vec<ScriptVersion>> {
+        Err(StoreError::Other(anyhow::anyhow!(
+            "script versions: not implemented yet"
+        )))
+    }
+
+    async fn get_script_version(
+        &self,
+        _job_id: &str,
+        _version: u64,
+    ) -> StoreResult<Option<ScriptVersion>> {
+        Err(StoreError::Other(anyhow::anyhow!(
+            "script versions: not implemented yet"
+        )))
+    }
+
+    async fn note_duplicate(&self, _job_id: &str, _scheduled_ms: i64) -> StoreResult<bool> {
+        Err(StoreError::Other(anyhow::anyhow!(
+            "note_duplicate: not implemented yet"
+        )))
+    }
+
     async fn create_job(&self, job: &Job, script: &str) -> StoreResult<()> {
         let _permit = self.enter()?;
         let rev = new_rev();

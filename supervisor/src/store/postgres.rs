@@ -51,6 +51,7 @@ use self::rows::{
     storable, to_i64,
 };
 use super::{JobListQuery, JobOrder, RunListQuery, Store, StoreError, StoreResult};
+use crate::job::ScriptVersion;
 use crate::job::{Job, RunRecord};
 
 /// Connections kept by one store.
@@ -591,6 +592,28 @@ impl Inner {
 
 #[async_trait]
 impl Store for PostgresStore {
+    async fn list_script_versions(&self, _job_id: &str) -> StoreResult<Vec<ScriptVersion>> {
+        Err(StoreError::Other(anyhow::anyhow!(
+            "script versions: not implemented yet"
+        )))
+    }
+
+    async fn get_script_version(
+        &self,
+        _job_id: &str,
+        _version: u64,
+    ) -> StoreResult<Option<ScriptVersion>> {
+        Err(StoreError::Other(anyhow::anyhow!(
+            "script versions: not implemented yet"
+        )))
+    }
+
+    async fn note_duplicate(&self, _job_id: &str, _scheduled_ms: i64) -> StoreResult<bool> {
+        Err(StoreError::Other(anyhow::anyhow!(
+            "note_duplicate: not implemented yet"
+        )))
+    }
+
     async fn create_job(&self, job: &Job, script: &str) -> StoreResult<()> {
         let _permit = self.inner.enter()?;
         JobParams::new(job).ctx("create job")?;

@@ -48,6 +48,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use self::rows::{JOB_COLUMNS, RUN_COLUMNS, read_job, read_run};
 use self::writer::{Op, Reply, Request, db_err};
 use super::{JobListQuery, JobOrder, RunListQuery, Store, StoreError, StoreResult};
+use crate::job::ScriptVersion;
 use crate::job::{Job, RunRecord};
 
 /// Read-only connections kept open for reads.
@@ -274,6 +275,28 @@ fn collect_runs(
 
 #[async_trait]
 impl Store for SqliteStore {
+    async fn list_script_versions(&self, _job_id: &str) -> StoreResult<Vec<ScriptVersion>> {
+        Err(StoreError::Other(anyhow::anyhow!(
+            "script versions: not implemented yet"
+        )))
+    }
+
+    async fn get_script_version(
+        &self,
+        _job_id: &str,
+        _version: u64,
+    ) -> StoreResult<Option<ScriptVersion>> {
+        Err(StoreError::Other(anyhow::anyhow!(
+            "script versions: not implemented yet"
+        )))
+    }
+
+    async fn note_duplicate(&self, _job_id: &str, _scheduled_ms: i64) -> StoreResult<bool> {
+        Err(StoreError::Other(anyhow::anyhow!(
+            "note_duplicate: not implemented yet"
+        )))
+    }
+
     async fn create_job(&self, job: &Job, script: &str) -> StoreResult<()> {
         self.write(Op::Create {
             job: job.clone(),
