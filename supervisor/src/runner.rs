@@ -1,10 +1,13 @@
-//! Dispatch: turns a fire of the scheduler into a run in the worker pool and a record
-//! in the run history.
+//! Dispatch: turns a fire of the scheduler into runs in the worker pool and records in
+//! the run history — the occurrence ledger.
 //!
-//! The runner loads the script (through a small cache keyed by job version), writes a
-//! `running` record, submits the run, collects its console output up to the stored cap,
-//! writes the final record and tells the scheduler the job is free again. It makes no
-//! scheduling decisions and never blocks the scheduler: every run is its own task.
+//! For each occurrence the runner claims it (cluster), refuses a duplicate of one the
+//! ledger says already ran, loads the script (through a small cache keyed by job
+//! version), then runs attempts: each writes a `running` record, is submitted to the
+//! pool, has its console output collected up to the stored cap and writes its final
+//! record; a failed attempt is retried under the job's retry policy. When the occurrence
+//! is over it tells the scheduler the job is free again. It makes no scheduling
+//! decisions and never blocks the scheduler: every occurrence is its own task.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -19,9 +22,14 @@ use tokio_util::task::TaskTracker;
 use crate::history::HistoryTx;
 use crate::job::{LogLine, RunRecord, Trigger, outcome};
 use crate::pool::{Pool, RunEvent, RunRequest};
-use crate::scheduler::{Dispatch, Fire, JobMeta, SchedulerHandle, now_ms};
+use crate::scheduler::{Dispatch, Fire, JobMeta, SchedulerHandle, SkipReason, now_ms};
 use crate::stats::{Observed, RunStats};
-use crate::store::Store;
+use crate::store::{RunListQuery, Store};
+
+mod active;
+mod backoff;
+
+use active::{ActiveRun, ActiveRuns};
 
 /// Console output kept with a run in history.
 pub const MAX_STORED_LOG_BYTES: usize = 64 * 1024;
@@ -74,6 +82,7 @@ struct Inner {
     tasks: TaskTracker,
     stats: Arc<RunStats>,
     gate: Arc<dyn FireGate>,
+    active: ActiveRuns,
 }
 
 /// Everything a [`Runner`] is built from.
@@ -105,6 +114,7 @@ impl Runner {
             tasks: TaskTracker::new(),
             stats: p.stats,
             gate: p.gate,
+            active: ActiveRuns::default(),
         }))
     }
 
@@ -113,7 +123,8 @@ impl Runner {
         let _ = self.0.scheduler.set(scheduler);
     }
 
-    /// Runs a job now, outside its schedule. Returns the run id.
+    /// Runs a job now, outside its schedule, as an occurrence of its own (attempts and
+    /// retries included). Returns the run id of its first attempt.
     pub fn run_manual(&self, meta: Arc<JobMeta>) -> String {
         let run_id = new_run_id();
         let fire = Fire {
@@ -121,7 +132,7 @@ impl Runner {
             scheduled_ms: now_ms(),
             trigger: Trigger::Manual,
         };
-        self.spawn_run(run_id.clone(), fire, false, false);
+        self.spawn_run(run_id.clone(), fire, false);
         run_id
     }
 
@@ -132,23 +143,27 @@ impl Runner {
     }
 
     pub fn limits_for(&self, meta: &JobMeta) -> Limits {
-        Limits {
-            wall_ms: meta.time_limit_ms,
-            memory_bytes: meta.memory_limit_mb.saturating_mul(1024 * 1024),
-            ..self.0.base_limits
-        }
+        limits_of(&self.0.base_limits, meta)
     }
 
     /// `counted`: the scheduler counts this run for the overlap rule and must hear when
-    /// it is over. `claimed`: the occurrence must be claimed first (scheduled runs).
-    fn spawn_run(&self, run_id: String, fire: Fire, counted: bool, claimed: bool) {
+    /// it is over; such runs are claimed first (cluster-wide exactly once).
+    fn spawn_run(&self, run_id: String, fire: Fire, counted: bool) {
         let inner = self.0.clone();
-        let limits = self.limits_for(&fire.meta);
+        // Registered before the task runs, so a stop answered after this dispatch
+        // reaches it.
+        let active = inner.active.register(&fire.meta.id);
         self.0.tasks.spawn(async move {
             let id = fire.meta.id.clone();
-            if !claimed || inner.gate.claim(id.clone(), fire.scheduled_ms).await {
-                run_one(&inner, run_id, fire, limits).await;
+            let claim_key = match fire.trigger {
+                // A backfill runs an occurrence whose miss was itself claimed.
+                Trigger::Backfill => format!("{id}#backfill").into(),
+                _ => id.clone(),
+            };
+            if !counted || inner.gate.claim(claim_key, fire.scheduled_ms).await {
+                run_occurrence(&inner, run_id, &fire, &active).await;
             }
+            inner.active.unregister(&id, &active);
             if counted && let Some(s) = inner.scheduler.get() {
                 s.finished(id);
             }
@@ -156,7 +171,13 @@ impl Runner {
     }
 
     /// Records occurrences that did not run (skipped, missed), each once cluster-wide.
-    fn record(&self, meta: &Arc<JobMeta>, scheduled_ms: Vec<i64>, outcome: &'static str) {
+    fn record(
+        &self,
+        meta: &Arc<JobMeta>,
+        scheduled_ms: Vec<i64>,
+        outcome: &'static str,
+        why: Option<String>,
+    ) {
         let inner = self.0.clone();
         let meta = meta.clone();
         self.0.tasks.spawn(async move {
@@ -166,6 +187,7 @@ impl Runner {
                 }
                 let rec = RunRecord {
                     outcome: outcome.to_owned(),
+                    error_message: why.clone(),
                     ..blank_record(new_run_id(), &meta, t, Trigger::Schedule, &inner.node)
                 };
                 observe(&inner.stats, &rec, &meta.name);
@@ -177,27 +199,41 @@ impl Runner {
 
 impl Dispatch for Runner {
     fn start(&self, fire: Fire) {
-        if !self.0.gate.owns(&fire.meta.id) {
+        // A backfill was asked of this node and runs here; scheduled occurrences run
+        // on their owner.
+        if fire.trigger != Trigger::Backfill && !self.0.gate.owns(&fire.meta.id) {
             // Another node's occurrence: free the job at once for the overlap rule.
             if let Some(s) = self.0.scheduler.get() {
                 s.finished(fire.meta.id.clone());
             }
             return;
         }
-        self.spawn_run(new_run_id(), fire, true, true);
+        self.spawn_run(new_run_id(), fire, true);
     }
 
-    fn skipped(&self, meta: &Arc<JobMeta>, scheduled_ms: i64) {
+    fn skipped(&self, meta: &Arc<JobMeta>, scheduled_ms: i64, reason: SkipReason) {
         if self.0.gate.owns(&meta.id) {
-            tracing::info!(job = %meta.id, scheduled_ms, "occurrence skipped: the previous run is still going");
-            self.record(meta, vec![scheduled_ms], outcome::SKIPPED);
+            let why = match reason {
+                SkipReason::Overlap => format!(
+                    "skipped: the previous run was still going (overlap policy {})",
+                    meta.overlap.as_str()
+                ),
+                SkipReason::Paused { until_ms } => format!(
+                    "skipped: the job is paused until {}",
+                    chrono::DateTime::<chrono::Utc>::from_timestamp_millis(until_ms)
+                        .unwrap_or_default()
+                        .to_rfc3339()
+                ),
+            };
+            tracing::info!(job = %meta.id, scheduled_ms, reason = %why, "occurrence skipped");
+            self.record(meta, vec![scheduled_ms], outcome::SKIPPED, Some(why));
         }
     }
 
     fn missed(&self, meta: &Arc<JobMeta>, scheduled_ms: &[i64]) {
         if self.0.gate.owns(&meta.id) {
             tracing::info!(job = %meta.id, count = scheduled_ms.len(), "occurrences missed");
-            self.record(meta, scheduled_ms.to_vec(), outcome::MISSED);
+            self.record(meta, scheduled_ms.to_vec(), outcome::MISSED, None);
         }
     }
 
@@ -208,6 +244,15 @@ impl Dispatch for Runner {
         if self.0.gate.owns(&meta.id) {
             let _ = self.0.exhausted.send(meta.clone());
         }
+    }
+
+    fn cancel_running(&self, id: &Arc<str>) {
+        tracing::info!(job = %id, "cancelling the running run: a new occurrence replaces it");
+        self.0.active.cancel(id);
+    }
+
+    fn unscheduled(&self, id: &Arc<str>) {
+        self.0.active.stop_retries(id);
     }
 }
 
@@ -231,7 +276,7 @@ fn blank_record(
         ended_at_ms: None,
         outcome: outcome::RUNNING.to_owned(),
         attempt: 1,
-        script_version: None,
+        script_version: Some(meta.script_version),
         duplicates: 0,
         node: node.to_owned(),
         error_message: None,
@@ -243,40 +288,162 @@ fn blank_record(
     }
 }
 
-pub fn job_context(meta: &JobMeta, scheduled_ms: i64, attempt: u32) -> JobContext {
+/// The limits of one run of `meta`: the job's own over the pool's.
+fn limits_of(base: &Limits, meta: &JobMeta) -> Limits {
+    Limits {
+        wall_ms: meta.time_limit_ms,
+        memory_bytes: meta.memory_limit_mb.saturating_mul(1024 * 1024),
+        ..*base
+    }
+}
+
+pub fn job_context(
+    meta: &JobMeta,
+    scheduled_ms: i64,
+    trigger: Trigger,
+    attempt: u32,
+) -> JobContext {
     JobContext {
         job_id: meta.id.to_string(),
         job_name: meta.name.clone(),
         scheduled_at_ms: scheduled_ms,
-        occurrence_id: format!("{}@{}", meta.id, scheduled_ms),
+        occurrence_id: crate::job::occurrence_id(&meta.id, scheduled_ms, trigger),
         attempt,
     }
 }
 
-async fn run_one(inner: &Inner, run_id: String, fire: Fire, limits: Limits) {
+/// What the ledger already holds for an occurrence about to run.
+enum Ledger {
+    /// Nothing: a fresh record.
+    Fresh,
+    /// A `missed` or `skipped` record this run takes the place of (same run id).
+    Replaces(String),
+    /// It already ran: this is a duplicate.
+    Ran,
+}
+
+/// Looks up a caught-up or backfilled occurrence in the ledger. Scheduled occurrences
+/// skip this: the claim alone makes them exactly-once.
+async fn ledger_entry(inner: &Inner, fire: &Fire) -> Ledger {
+    if !matches!(fire.trigger, Trigger::Misfire | Trigger::Backfill) {
+        return Ledger::Fresh;
+    }
+    let query = RunListQuery {
+        outcome: None,
+        before_ms: Some(fire.scheduled_ms + 1),
+        since_ms: Some(fire.scheduled_ms),
+        limit: 50,
+    };
+    match inner.store.list_runs(&fire.meta.id, &query).await {
+        Ok(runs) => {
+            let mut replaces = None;
+            for r in runs.iter().filter(|r| r.trigger != Trigger::Manual) {
+                if r.outcome == outcome::MISSED || r.outcome == outcome::SKIPPED {
+                    replaces.get_or_insert_with(|| r.run_id.clone());
+                } else {
+                    return Ledger::Ran;
+                }
+            }
+            replaces.map_or(Ledger::Fresh, Ledger::Replaces)
+        }
+        Err(e) => {
+            tracing::warn!(job = %fire.meta.id, error = %e, "could not read the ledger; running the occurrence");
+            Ledger::Fresh
+        }
+    }
+}
+
+/// One occurrence: its attempts, retried under the job's policy until one does not
+/// fail, the retries run out, or the job is stopped.
+async fn run_occurrence(inner: &Inner, run_id: String, fire: &Fire, active: &ActiveRun) {
     let meta = &fire.meta;
-    let mut rec = blank_record(run_id, meta, fire.scheduled_ms, fire.trigger, &inner.node);
+    let mut run_id = match ledger_entry(inner, fire).await {
+        Ledger::Fresh => run_id,
+        Ledger::Replaces(existing) => existing,
+        Ledger::Ran => {
+            tracing::info!(job = %meta.id, scheduled_ms = fire.scheduled_ms, trigger = fire.trigger.as_str(), "occurrence already ran; duplicate suppressed");
+            if let Err(e) = inner
+                .store
+                .note_duplicate(&meta.id, fire.scheduled_ms)
+                .await
+            {
+                tracing::warn!(job = %meta.id, error = %e, "could not count a suppressed duplicate");
+            }
+            return;
+        }
+    };
+    let mut attempt = 1;
+    loop {
+        if active.stop.is_cancelled() {
+            tracing::info!(job = %meta.id, attempt, "the job was stopped; no further attempt");
+            return;
+        }
+        let Some(outcome) = run_attempt(inner, run_id, fire, attempt, active).await else {
+            return;
+        };
+        if !backoff::is_retryable(&outcome) || attempt > meta.retry.max_retries {
+            return;
+        }
+        let wait = backoff::delay(&meta.retry, attempt, backoff::random_factor());
+        tracing::info!(job = %meta.id, attempt, outcome, wait_ms = wait.as_millis() as u64, "attempt failed; retrying");
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = active.stop.cancelled() => {
+                tracing::info!(job = %meta.id, attempt, "the job was stopped; retries abandoned");
+                return;
+            }
+        }
+        attempt += 1;
+        run_id = new_run_id();
+    }
+}
+
+/// One attempt; returns its outcome, or `None` if the job is gone.
+async fn run_attempt(
+    inner: &Inner,
+    run_id: String,
+    fire: &Fire,
+    attempt: u32,
+    active: &ActiveRun,
+) -> Option<String> {
+    let meta = &fire.meta;
+    let mut rec = RunRecord {
+        attempt,
+        ..blank_record(run_id, meta, fire.scheduled_ms, fire.trigger, &inner.node)
+    };
     let script = match inner.scripts.get(&*inner.store, meta).await {
         Ok(Some(s)) => s,
-        Ok(None) => return, // deleted between the fire and now
+        Ok(None) => return None, // deleted between the fire and now
         Err(e) => {
             tracing::error!(job = %meta.id, error = %e, "could not load the script of a run");
             rec.outcome = protocol::Outcome::Failed.as_str().to_owned();
             rec.ended_at_ms = Some(now_ms());
             rec.error_message = Some(format!("could not load the script: {e}"));
             observe(&inner.stats, &rec, &meta.name);
+            let outcome = rec.outcome.clone();
             inner.history.record(rec);
-            return;
+            return Some(outcome);
         }
     };
     inner.history.record(rec.clone());
     let mut handle = inner.pool.submit(RunRequest {
         script: script.to_string(),
-        limits,
-        job: job_context(meta, fire.scheduled_ms, 1),
+        limits: limits_of(&inner.base_limits, meta),
+        job: job_context(meta, fire.scheduled_ms, fire.trigger, attempt),
     });
+    let canceller = handle.canceller();
+    let mut cancel_sent = false;
     let mut log = LogCollector::default();
-    while let Some(ev) = handle.next_event().await {
+    loop {
+        let ev = tokio::select! {
+            ev = handle.next_event() => ev,
+            _ = active.kill.cancelled(), if !cancel_sent => {
+                cancel_sent = true;
+                canceller.cancel();
+                continue;
+            }
+        };
+        let Some(ev) = ev else { break };
         match ev {
             RunEvent::Started { at } => rec.started_at_ms = Some(system_ms(at)),
             RunEvent::Console(line) => log.push(line),
@@ -290,13 +457,19 @@ async fn run_one(inner: &Inner, run_id: String, fire: Fire, limits: Limits) {
                     rec.error_message = Some(e.message);
                     rec.error_stack = e.stack;
                 }
+                if cancel_sent && rec.error_message.is_none() {
+                    rec.error_message =
+                        Some("cancelled: a newer occurrence replaced this run".to_owned());
+                }
                 break;
             }
         }
     }
     (rec.log, rec.log_truncated) = log.finish();
     observe(&inner.stats, &rec, &meta.name);
+    let outcome = rec.outcome.clone();
     inner.history.record(rec);
+    Some(outcome)
 }
 
 fn observe(stats: &RunStats, rec: &RunRecord, job_name: &str) {

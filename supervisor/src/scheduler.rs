@@ -20,18 +20,16 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::time::{DelayQueue, delay_queue};
 
-use crate::cron::Schedule;
-use crate::job::Trigger;
+use crate::job::{OverlapPolicy, RetryPolicy, Trigger};
 
-/// What makes a job fire.
-#[derive(Debug, Clone)]
-pub enum Plan {
-    Cron(Schedule),
-    /// A delay job: once, at this instant (ms).
-    Once {
-        at_ms: i64,
-    },
-}
+mod catch_up;
+mod plan;
+mod slots;
+
+pub use catch_up::{CatchUp, MAX_MISSED_RECORDS, MisfireRule, catch_up};
+pub use plan::{Plan, jitter_offset_ms};
+pub use slots::Pending;
+use slots::{Admit, Slots};
 
 /// What the run of a job needs to know; shared by all its fires.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,8 +37,13 @@ pub struct JobMeta {
     pub id: Arc<str>,
     pub name: String,
     pub version: u64,
+    pub script_version: u64,
     pub time_limit_ms: u64,
     pub memory_limit_mb: u64,
+    pub overlap: OverlapPolicy,
+    /// `Allow`: how many runs may go at once.
+    pub max_concurrent: u32,
+    pub retry: RetryPolicy,
 }
 
 /// A job as the scheduler holds it.
@@ -51,8 +54,8 @@ pub struct JobSchedule {
     /// Catch up occurrences after this instant (ms) that have passed: at start-up, the
     /// last occurrence handled before the process went down. `None` schedules from now.
     pub catch_up_since_ms: Option<i64>,
-    /// How old a missed occurrence may be and still run once.
-    pub misfire_window_ms: i64,
+    /// The misfire policy, window and pause.
+    pub misfire: MisfireRule,
 }
 
 /// One occurrence to start.
@@ -63,24 +66,43 @@ pub struct Fire {
     pub trigger: Trigger,
 }
 
+impl From<Pending> for Fire {
+    fn from(p: Pending) -> Self {
+        Fire {
+            meta: p.meta,
+            scheduled_ms: p.scheduled_ms,
+            trigger: p.trigger,
+        }
+    }
+}
+
+/// Why an occurrence did not run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SkipReason {
+    /// The overlap policy said no: the previous run was still going.
+    Overlap,
+    /// The job is paused until this instant (ms).
+    Paused { until_ms: i64 },
+}
+
 /// The scheduler's view of the rest of the service.
 pub trait Dispatch: Send + Sync + 'static {
     /// Start a run. Must not block; must eventually lead to
     /// [`SchedulerHandle::finished`] for `fire.meta.id`.
     fn start(&self, fire: Fire);
-    /// An occurrence was skipped because the previous run was still going.
-    fn skipped(&self, meta: &Arc<JobMeta>, scheduled_ms: i64);
+    /// An occurrence came due and was not run.
+    fn skipped(&self, meta: &Arc<JobMeta>, scheduled_ms: i64, reason: SkipReason);
     /// Occurrences missed while nothing was scheduling the job.
     fn missed(&self, meta: &Arc<JobMeta>, scheduled_ms: &[i64]);
     /// The job has no further occurrence (a delay job that fired, or a cron whose years
     /// have all passed): it should read `state: 0`.
     fn exhausted(&self, meta: &Arc<JobMeta>);
+    /// `replace`: cancel the job's runs in progress (a new one is starting).
+    fn cancel_running(&self, id: &Arc<str>);
+    /// The job was unscheduled (stopped, deleted, no longer owned): its runs in
+    /// progress must not start another attempt. Called before `remove` answers.
+    fn unscheduled(&self, id: &Arc<str>);
 }
-
-/// Never record more than this many individual misses per catch-up; the rest are
-/// counted in a log line. A job firing every second that was down for a day would
-/// otherwise write 86,400 history rows at start-up.
-pub const MAX_MISSED_RECORDS: usize = 100;
 
 /// If the scheduler finds itself this far behind an occurrence (a stalled process, a
 /// suspended VM), the occurrences in between are treated as missed, not fired in a burst.
@@ -91,6 +113,7 @@ enum Command {
     UpsertMany(Vec<JobSchedule>, oneshot::Sender<()>),
     Remove(Arc<str>, oneshot::Sender<()>),
     Finished(Arc<str>),
+    Backfill(Vec<Pending>, oneshot::Sender<()>),
     Next(Arc<str>, oneshot::Sender<Option<i64>>),
     Upcoming(usize, oneshot::Sender<Vec<(Arc<JobMeta>, i64)>>),
     Versions(oneshot::Sender<Vec<(Arc<str>, u64)>>),
@@ -128,6 +151,14 @@ impl SchedulerHandle {
     pub async fn remove(&self, id: &str) -> Result<(), SchedulerStopped> {
         let (tx, rx) = oneshot::channel();
         self.send(Command::Remove(id.into(), tx))?;
+        rx.await.map_err(|_| SchedulerStopped)
+    }
+
+    /// Queues past occurrences of one job to run in order, one slot at a time under
+    /// the job's overlap policy; answered once they are queued.
+    pub async fn backfill(&self, items: Vec<Pending>) -> Result<(), SchedulerStopped> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Backfill(items, tx))?;
         rx.await.map_err(|_| SchedulerStopped)
     }
 
@@ -192,8 +223,8 @@ struct Entry {
 struct SchedulerTask<D> {
     dispatch: D,
     entries: HashMap<Arc<str>, Entry>,
-    /// Runs in progress per job (the overlap rule reads it).
-    running: HashMap<Arc<str>, u32>,
+    /// Runs in progress and waiting occurrences per job (the overlap rule).
+    slots: HashMap<Arc<str>, Slots>,
     wheel: DelayQueue<Arc<str>>,
     scheduled: Arc<AtomicU64>,
 }
@@ -205,7 +236,7 @@ pub fn spawn<D: Dispatch>(dispatch: D) -> (SchedulerHandle, tokio::task::JoinHan
     let task = SchedulerTask {
         dispatch,
         entries: HashMap::new(),
-        running: HashMap::new(),
+        slots: HashMap::new(),
         wheel: DelayQueue::new(),
         scheduled: scheduled.clone(),
     };
@@ -222,57 +253,6 @@ pub fn now_ms() -> i64 {
 fn instant_for(at_ms: i64) -> Instant {
     let wait = at_ms.saturating_sub(now_ms()).max(0) as u64;
     Instant::now() + Duration::from_millis(wait)
-}
-
-/// What to do about the occurrences of `plan` in `(since_ms, now_ms]`.
-#[derive(Debug, Default, PartialEq, Eq)]
-struct CatchUp {
-    /// Recorded as missed (the most recent [`MAX_MISSED_RECORDS`] at most), oldest first.
-    missed: Vec<i64>,
-    /// True when older missed occurrences exist beyond the ones listed.
-    more_missed: bool,
-    /// The most recent missed occurrence, to run now.
-    run: Option<i64>,
-}
-
-/// Walks backwards from `now_ms`, so that the cost is bounded by the number of records
-/// kept, not by the length of the outage.
-fn catch_up(plan: &Plan, since_ms: i64, now_ms: i64, window_ms: i64) -> CatchUp {
-    let mut out = CatchUp::default();
-    let mut passed = Vec::new(); // newest first
-    match plan {
-        Plan::Once { at_ms } => {
-            if *at_ms > since_ms && *at_ms <= now_ms {
-                passed.push(*at_ms);
-            }
-        }
-        Plan::Cron(s) => {
-            let mut t = now_ms;
-            while let Some(p) = s.prev_at_or_before(t) {
-                if p <= since_ms {
-                    break;
-                }
-                if passed.len() > MAX_MISSED_RECORDS {
-                    out.more_missed = true;
-                    break;
-                }
-                passed.push(p);
-                t = p - 1;
-            }
-        }
-    }
-    if let Some(&last) = passed.first()
-        && now_ms - last < window_ms
-    {
-        out.run = Some(passed.remove(0));
-    }
-    if passed.len() > MAX_MISSED_RECORDS {
-        passed.truncate(MAX_MISSED_RECORDS);
-        out.more_missed = true;
-    }
-    passed.reverse();
-    out.missed = passed;
-    out
 }
 
 impl<D: Dispatch> SchedulerTask<D> {
@@ -309,16 +289,30 @@ impl<D: Dispatch> SchedulerTask<D> {
                 let _ = ack.send(());
             }
             Command::Remove(id, ack) => {
-                self.remove(&id);
+                self.unschedule(&id);
                 let _ = ack.send(());
             }
             Command::Finished(id) => {
-                if let Some(n) = self.running.get_mut(&id) {
-                    *n -= 1;
-                    if *n == 0 {
-                        self.running.remove(&id);
+                let next = match self.slots.get_mut(&id) {
+                    Some(s) => s.finished(),
+                    None => Vec::new(),
+                };
+                for p in next {
+                    self.dispatch.start(p.into());
+                }
+                if self.slots.get(&id).is_some_and(Slots::is_idle) {
+                    self.slots.remove(&id);
+                }
+            }
+            Command::Backfill(items, ack) => {
+                if let Some(first) = items.first() {
+                    let id = first.meta.id.clone();
+                    let start = self.slots.entry(id).or_default().push_backlog(items);
+                    for p in start {
+                        self.dispatch.start(p.into());
                     }
                 }
+                let _ = ack.send(());
             }
             Command::Next(id, ack) => {
                 let _ = ack.send(self.entries.get(&id).map(|e| e.next_ms));
@@ -354,41 +348,52 @@ impl<D: Dispatch> SchedulerTask<D> {
             .store(self.entries.len() as u64, Ordering::Relaxed);
     }
 
+    /// Takes the job off the wheel only (an upsert replaces it next).
     fn remove(&mut self, id: &str) {
         if let Some(old) = self.entries.remove(id) {
             self.wheel.remove(&old.key);
         }
     }
 
+    /// The job is no longer scheduled here: off the wheel, its waiting occurrences
+    /// forgotten, and its runs in progress told not to retry.
+    fn unschedule(&mut self, id: &Arc<str>) {
+        self.remove(id);
+        if let Some(s) = self.slots.get_mut(id) {
+            let dropped = s.clear_waiting();
+            if !dropped.is_empty() {
+                tracing::info!(job = %id, dropped = dropped.len(), "waiting occurrences dropped: the job was unscheduled");
+            }
+            if s.is_idle() {
+                self.slots.remove(id);
+            }
+        }
+        self.dispatch.unscheduled(id);
+    }
+
     fn upsert(&mut self, job: JobSchedule) -> Option<i64> {
         let id = job.meta.id.clone();
         self.remove(&id);
         let now = now_ms();
-        let mut run_now = None;
         if let Some(since) = job.catch_up_since_ms {
-            let c = catch_up(&job.plan, since, now, job.misfire_window_ms);
-            self.record_missed(&job.meta, &c);
-            run_now = c.run;
+            let c = catch_up(&job.plan, since, now, &job.misfire);
+            self.apply_catch_up(&job.meta, c);
         }
-        let next = match &job.plan {
-            Plan::Cron(s) => s.next_after(now),
-            Plan::Once { at_ms } if *at_ms > now => Some(*at_ms),
-            Plan::Once { .. } => None,
-        };
-        if let Some(scheduled_ms) = run_now {
-            self.start_or_skip(&job.meta, scheduled_ms, Trigger::Misfire);
-        }
-        match next {
+        match job.plan.next_after(now) {
             Some(next_ms) => {
                 let key = self.wheel.insert_at(id.clone(), instant_for(next_ms));
                 self.entries.insert(id, Entry { job, next_ms, key });
+                Some(next_ms)
             }
-            None => self.dispatch.exhausted(&job.meta),
+            None => {
+                self.dispatch.exhausted(&job.meta);
+                None
+            }
         }
-        next
     }
 
-    fn record_missed(&self, meta: &Arc<JobMeta>, c: &CatchUp) {
+    /// Records the missed occurrences and queues the ones to run, in order.
+    fn apply_catch_up(&mut self, meta: &Arc<JobMeta>, c: CatchUp) {
         if c.more_missed {
             tracing::warn!(
                 job = %meta.id,
@@ -399,20 +404,53 @@ impl<D: Dispatch> SchedulerTask<D> {
         if !c.missed.is_empty() {
             self.dispatch.missed(meta, &c.missed);
         }
+        if !c.run.is_empty() {
+            let items: Vec<Pending> = c
+                .run
+                .into_iter()
+                .map(|t| Pending {
+                    meta: meta.clone(),
+                    scheduled_ms: t,
+                    trigger: Trigger::Misfire,
+                })
+                .collect();
+            let start = self
+                .slots
+                .entry(meta.id.clone())
+                .or_default()
+                .push_backlog(items);
+            for p in start {
+                self.dispatch.start(p.into());
+            }
+        }
     }
 
-    fn start_or_skip(&mut self, meta: &Arc<JobMeta>, scheduled_ms: i64, trigger: Trigger) {
-        let running = self.running.entry(meta.id.clone()).or_insert(0);
-        if *running > 0 {
-            self.dispatch.skipped(meta, scheduled_ms);
+    /// An occurrence is due: the pause, then the overlap policy decide.
+    fn admit(&mut self, job: &JobSchedule, scheduled_ms: i64) {
+        let meta = &job.meta;
+        if let Some(until_ms) = job.misfire.paused_until_ms
+            && scheduled_ms < until_ms
+        {
+            self.dispatch
+                .skipped(meta, scheduled_ms, SkipReason::Paused { until_ms });
             return;
         }
-        *running += 1;
-        self.dispatch.start(Fire {
+        let p = Pending {
             meta: meta.clone(),
             scheduled_ms,
-            trigger,
-        });
+            trigger: Trigger::Schedule,
+        };
+        match self.slots.entry(meta.id.clone()).or_default().admit(p) {
+            Admit::Start(p) => self.dispatch.start(p.into()),
+            Admit::Replace(p) => {
+                self.dispatch.cancel_running(&meta.id);
+                self.dispatch.start(p.into());
+            }
+            Admit::Skip(p) => self
+                .dispatch
+                .skipped(&p.meta, p.scheduled_ms, SkipReason::Overlap),
+            Admit::Queued => {}
+        }
     }
 
     fn fire(&mut self, id: Arc<str>) {
@@ -428,23 +466,13 @@ impl<D: Dispatch> SchedulerTask<D> {
             return;
         }
         let job = entry.job.clone();
-        self.start_or_skip(&job.meta, scheduled_ms, Trigger::Schedule);
-        let next = match &job.plan {
-            Plan::Once { .. } => None,
-            Plan::Cron(s) => s.next_after(scheduled_ms),
-        };
-        let next = match next {
+        self.admit(&job, scheduled_ms);
+        let next = match job.plan.next_after(scheduled_ms) {
             Some(n) if n <= now - STALL_TOLERANCE_MS => {
                 // We are far behind: the occurrences up to now were missed.
-                let c = catch_up(&job.plan, scheduled_ms, now, job.misfire_window_ms);
-                self.record_missed(&job.meta, &c);
-                if let Some(run) = c.run {
-                    self.start_or_skip(&job.meta, run, Trigger::Misfire);
-                }
-                match &job.plan {
-                    Plan::Cron(s) => s.next_after(now),
-                    Plan::Once { .. } => None,
-                }
+                let c = catch_up(&job.plan, scheduled_ms, now, &job.misfire);
+                self.apply_catch_up(&job.meta, c);
+                job.plan.next_after(now)
             }
             other => other,
         };
@@ -469,12 +497,14 @@ impl<D: Dispatch> SchedulerTask<D> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cron::Schedule;
     use parking_lot::Mutex;
 
     #[derive(Debug, Clone, PartialEq, Eq)]
     enum Ev {
         Start(String, i64, Trigger),
         Skip(String, i64),
+        Cancel(String),
         Missed(String, Vec<i64>),
         Exhausted(String),
     }
@@ -488,9 +518,13 @@ mod tests {
                 .lock()
                 .push(Ev::Start(f.meta.id.to_string(), f.scheduled_ms, f.trigger));
         }
-        fn skipped(&self, m: &Arc<JobMeta>, s: i64) {
+        fn skipped(&self, m: &Arc<JobMeta>, s: i64, _reason: SkipReason) {
             self.0.lock().push(Ev::Skip(m.id.to_string(), s));
         }
+        fn cancel_running(&self, id: &Arc<str>) {
+            self.0.lock().push(Ev::Cancel(id.to_string()));
+        }
+        fn unscheduled(&self, _id: &Arc<str>) {}
         fn missed(&self, m: &Arc<JobMeta>, s: &[i64]) {
             self.0.lock().push(Ev::Missed(m.id.to_string(), s.to_vec()));
         }
@@ -505,55 +539,31 @@ mod tests {
         }
     }
 
-    fn meta(id: &str) -> Arc<JobMeta> {
+    fn meta_with(id: &str, overlap: OverlapPolicy) -> Arc<JobMeta> {
         Arc::new(JobMeta {
             id: id.into(),
             name: id.into(),
             version: 1,
+            script_version: 1,
             time_limit_ms: 1000,
             memory_limit_mb: 16,
+            overlap,
+            max_concurrent: 2,
+            retry: RetryPolicy::default(),
         })
+    }
+
+    fn meta(id: &str) -> Arc<JobMeta> {
+        meta_with(id, OverlapPolicy::Skip)
     }
 
     fn cron_job(id: &str, expr: &str) -> JobSchedule {
         JobSchedule {
             meta: meta(id),
-            plan: Plan::Cron(Schedule::parse(expr, "UTC").unwrap()),
+            plan: Plan::cron(Schedule::parse(expr, "UTC").unwrap()),
             catch_up_since_ms: None,
-            misfire_window_ms: 60_000,
+            misfire: MisfireRule::default(),
         }
-    }
-
-    #[test]
-    fn catch_up_runs_the_most_recent_within_the_window_and_records_the_rest() {
-        let plan = Plan::Cron(Schedule::parse("@every 10s", "UTC").unwrap());
-        let c = catch_up(&plan, 0, 35_000, 60_000);
-        assert_eq!(c.missed, vec![10_000, 20_000]);
-        assert_eq!(c.run, Some(30_000));
-        let stale = catch_up(&plan, 0, 95_000, 3_000);
-        assert_eq!(stale.run, None);
-        assert_eq!(stale.missed.len(), 9);
-    }
-
-    #[test]
-    fn catch_up_caps_the_records_of_a_long_outage() {
-        let plan = Plan::Cron(Schedule::parse("@every 1s", "UTC").unwrap());
-        let c = catch_up(&plan, 0, 86_400_000, 60_000);
-        assert_eq!(c.run, Some(86_400_000));
-        assert_eq!(c.missed.len(), MAX_MISSED_RECORDS);
-        assert_eq!(c.missed.last(), Some(&86_399_000));
-        assert_eq!(
-            c.missed.first(),
-            Some(&(86_400_000 - 1000 * MAX_MISSED_RECORDS as i64))
-        );
-        assert!(c.more_missed);
-    }
-
-    #[test]
-    fn catch_up_of_a_delay_job_that_already_ran_is_nothing() {
-        let plan = Plan::Once { at_ms: 10_000 };
-        assert_eq!(catch_up(&plan, 10_000, 20_000, 60_000), CatchUp::default());
-        assert_eq!(catch_up(&plan, 5_000, 20_000, 60_000).run, Some(10_000));
     }
 
     // These run on real (not paused) time: the wheel compares against the wall clock,
@@ -638,7 +648,7 @@ mod tests {
             meta: meta("d"),
             plan: Plan::Once { at_ms: at },
             catch_up_since_ms: None,
-            misfire_window_ms: 60_000,
+            misfire: MisfireRule::default(),
         };
         assert_eq!(h.upsert(job).await.unwrap(), Some(at));
         tokio::time::sleep(Duration::from_millis(300)).await;

@@ -18,12 +18,17 @@ use web::{Backend, DebugSession, ServiceError, ServiceResult};
 
 use crate::cluster::{Cluster, OwnershipChange};
 use crate::cron::{Schedule, parse_timezone};
-use crate::job::{Job, LastRun, MisfirePolicy, OverlapPolicy, RunRecord};
+use crate::job::{Job, LastRun, MisfirePolicy, OverlapPolicy, RetryPolicy, RunRecord, Trigger};
 use crate::pool::{Pool, RunEvent, RunRequest};
 use crate::runner::{Runner, job_context, system_ms};
-use crate::scheduler::{JobMeta, JobSchedule, Plan, SchedulerHandle, now_ms};
+use crate::scheduler::{
+    JobMeta, JobSchedule, MisfireRule, Plan, SchedulerHandle, jitter_offset_ms, now_ms,
+};
 use crate::stats::RunStats;
 use crate::store::{JobListQuery, JobOrder, RunListQuery, Store, StoreError};
+
+mod control;
+mod policy;
 
 /// Bounds on what a user can store (contract §7).
 pub mod limits {
@@ -326,16 +331,21 @@ impl Service {
         Ok(())
     }
 
-    fn new_job(&self, id: String, exec_type: ExecType, input: JobInput) -> ServiceResult<Job> {
+    fn new_job(&self, id: String, exec_type: ExecType, mut input: JobInput) -> ServiceResult<Job> {
+        let script_note = input
+            .script_note
+            .clone()
+            .unwrap_or_else(|| "created".to_owned());
+        policy::check_note(&script_note)?;
         let now = now_ms();
         let job = Job {
             id,
-            name: input.name.unwrap_or_default(),
-            description: input.description.unwrap_or_default(),
+            name: input.name.take().unwrap_or_default(),
+            description: input.description.take().unwrap_or_default(),
             exec_type,
-            cron: input.cron.unwrap_or_default(),
+            cron: input.cron.take().unwrap_or_default(),
             exec_at_ms: input.exec_at,
-            timezone: input.timezone.unwrap_or_else(|| "UTC".into()),
+            timezone: input.timezone.take().unwrap_or_else(|| "UTC".into()),
             enabled: false,
             time_limit_ms: input.time_limit_ms.unwrap_or(self.defaults.time_limit_ms),
             memory_limit_mb: input
@@ -345,17 +355,19 @@ impl Service {
             misfire: MisfirePolicy::RunOnce,
             misfire_window_s: DEFAULT_MISFIRE_WINDOW_S,
             max_concurrent: 1,
-            max_catch_up: 10,
-            retry: Default::default(),
+            max_catch_up: policy::DEFAULT_MAX_CATCH_UP,
+            retry: RetryPolicy::default(),
             jitter_s: 0,
             paused_until_ms: None,
             script_version: 1,
-            script_note: String::new(),
+            script_note,
             version: 1,
             created_at_ms: now,
             updated_at_ms: now,
             last: LastRun::default(),
         };
+        let mut job = job;
+        policy::apply(&mut job, &input)?;
         Ok(job)
     }
 }
@@ -408,6 +420,7 @@ pub fn validate(job: &Job, script: Option<&str>, starting: bool) -> ServiceResul
         ));
     }
     parse_timezone(&job.timezone).map_err(|e| ServiceError::invalid("timezone", e.0))?;
+    policy::validate(job)?;
     match job.exec_type {
         ExecType::Timing => {
             if job.cron.trim().is_empty() {
@@ -490,22 +503,36 @@ pub fn schedule_of(
     job: &Job,
     catch_up_since_ms: Option<i64>,
 ) -> Result<JobSchedule, (&'static str, String)> {
-    let plan = match job.exec_type {
-        ExecType::Timing => {
-            Plan::Cron(Schedule::parse(&job.cron, &job.timezone).map_err(|e| ("cron", e.0))?)
-        }
+    Ok(JobSchedule {
+        meta: Arc::new(meta_of(job)),
+        plan: plan_of(job)?,
+        catch_up_since_ms,
+        misfire: misfire_rule_of(job),
+    })
+}
+
+/// The instants a job fires at, its jitter applied.
+pub fn plan_of(job: &Job) -> Result<Plan, (&'static str, String)> {
+    Ok(match job.exec_type {
+        ExecType::Timing => Plan::Cron {
+            schedule: Schedule::parse(&job.cron, &job.timezone).map_err(|e| ("cron", e.0))?,
+            offset_ms: jitter_offset_ms(&job.id, job.jitter_s),
+        },
         ExecType::Delay => Plan::Once {
             at_ms: job
                 .exec_at_ms
                 .ok_or(("execAt", "a delay job needs execAt".to_string()))?,
         },
-    };
-    Ok(JobSchedule {
-        meta: Arc::new(meta_of(job)),
-        plan,
-        catch_up_since_ms,
-        misfire_window_ms: i64::from(job.misfire_window_s) * 1000,
     })
+}
+
+pub fn misfire_rule_of(job: &Job) -> MisfireRule {
+    MisfireRule {
+        policy: job.misfire,
+        window_ms: i64::from(job.misfire_window_s) * 1000,
+        max_catch_up: job.max_catch_up,
+        paused_until_ms: job.paused_until_ms,
+    }
 }
 
 pub fn meta_of(job: &Job) -> JobMeta {
@@ -513,8 +540,12 @@ pub fn meta_of(job: &Job) -> JobMeta {
         id: job.id.as_str().into(),
         name: job.name.clone(),
         version: job.version,
+        script_version: job.script_version,
         time_limit_ms: job.time_limit_ms,
         memory_limit_mb: job.memory_limit_mb,
+        overlap: job.overlap,
+        max_concurrent: job.max_concurrent,
+        retry: job.retry,
     }
 }
 
@@ -527,12 +558,10 @@ pub fn next_exec_ms(job: &Job, now: i64) -> Option<i64> {
     if !job.enabled {
         return None;
     }
-    match job.exec_type {
-        ExecType::Timing => Schedule::parse(&job.cron, &job.timezone)
-            .ok()?
-            .next_after(now),
-        ExecType::Delay => job.exec_at_ms.filter(|at| *at > now),
-    }
+    let plan = plan_of(job).ok()?;
+    // Occurrences during a pause are skipped, not executed.
+    let after = job.paused_until_ms.map_or(now, |p| now.max(p - 1));
+    plan.next_after(after)
 }
 
 pub fn view_of(job: &Job, now: i64) -> JobView {
@@ -557,7 +586,17 @@ pub fn view_of(job: &Job, now: i64) -> JobView {
         time_limit_ms: job.time_limit_ms,
         memory_limit_mb: job.memory_limit_mb,
         overlap: job.overlap.as_str().to_owned(),
+        max_concurrent: job.max_concurrent,
         misfire: job.misfire.as_str().to_owned(),
+        misfire_window_s: job.misfire_window_s,
+        max_catch_up: job.max_catch_up,
+        retries: job.retry.max_retries,
+        retry_backoff_ms: job.retry.backoff_ms,
+        retry_max_backoff_ms: job.retry.max_backoff_ms,
+        jitter_s: job.jitter_s,
+        paused_until: job.paused_until_ms.filter(|p| *p > now).map(ms_to_dt),
+        script_version: job.script_version,
+        script_note: job.script_note.clone(),
         version: job.version,
     }
 }
@@ -566,6 +605,10 @@ pub fn run_view(r: &RunRecord) -> RunView {
     RunView {
         run_id: r.run_id.clone(),
         job_id: r.job_id.clone(),
+        occurrence_id: crate::job::occurrence_id(&r.job_id, r.scheduled_at_ms, r.trigger),
+        attempt: r.attempt,
+        script_version: r.script_version,
+        duplicates: r.duplicates,
         trigger: r.trigger,
         scheduled_at: ms_to_dt(r.scheduled_at_ms),
         started_at: r.started_at_ms.map(ms_to_dt),
@@ -607,7 +650,8 @@ fn store_err(e: StoreError) -> ServiceError {
 }
 
 /// Applies the fields present in `patch` to `job`.
-fn merge(job: &mut Job, patch: JobInput) {
+fn merge(job: &mut Job, patch: JobInput) -> ServiceResult<()> {
+    policy::apply(job, &patch)?;
     if let Some(v) = patch.name {
         job.name = v;
     }
@@ -632,6 +676,7 @@ fn merge(job: &mut Job, patch: JobInput) {
     if let Some(v) = patch.memory_limit_mb {
         job.memory_limit_mb = v;
     }
+    Ok(())
 }
 
 #[async_trait]
@@ -683,11 +728,18 @@ impl Backend for Service {
         let old = self.load(id).await?;
         let mut job = old.clone();
         let delay_changed = patch.exec_at.is_some() || patch.exec_type == Some(ExecType::Delay);
-        merge(&mut job, patch);
+        let note = patch.script_note.clone();
+        merge(&mut job, patch)?;
+        if script.is_some() {
+            job.script_version = old.script_version + 1;
+            job.script_note = note.unwrap_or_default();
+            policy::check_note(&job.script_note)?;
+        }
         let timing_changed = job.exec_type != old.exec_type
             || job.cron != old.cron
             || job.timezone != old.timezone
-            || job.exec_at_ms != old.exec_at_ms;
+            || job.exec_at_ms != old.exec_at_ms
+            || job.jitter_s != old.jitter_s;
         validate(
             &job,
             script.as_deref(),
@@ -784,14 +836,75 @@ impl Backend for Service {
         })
     }
 
-    async fn set_script(&self, id: &str, script: String) -> ServiceResult<()> {
+    async fn set_script(
+        &self,
+        id: &str,
+        script: String,
+        note: Option<String>,
+    ) -> ServiceResult<()> {
         check_script(&script)?;
+        let note = note.unwrap_or_default();
+        policy::check_note(&note)?;
         let _guard = self.lock_for(id).lock().await;
         let old = self.load(id).await?;
         let mut job = old.clone();
+        job.script_version += 1;
+        job.script_note = note;
         job.version += 1;
         job.updated_at_ms = now_ms();
         self.save(&job, Some(&script), old.version).await
+    }
+
+    async fn script_versions(&self, id: &str) -> ServiceResult<Vec<ScriptVersionView>> {
+        self.versions_of(id).await
+    }
+
+    async fn script_version(&self, id: &str, version: u64) -> ServiceResult<ScriptVersionView> {
+        self.version_of(id, version).await
+    }
+
+    async fn rollback_script(
+        &self,
+        id: &str,
+        version: u64,
+        note: Option<String>,
+    ) -> ServiceResult<u64> {
+        self.rollback(id, version, note).await
+    }
+
+    async fn plan(
+        &self,
+        id: &str,
+        from: Option<DateTime<Utc>>,
+        to: Option<DateTime<Utc>>,
+    ) -> ServiceResult<PlanView> {
+        self.plan_window(id, from, to).await
+    }
+
+    async fn pause(&self, id: &str, until: DateTime<Utc>) -> ServiceResult<()> {
+        self.set_pause(id, Some(until.timestamp_millis())).await
+    }
+
+    async fn resume(&self, id: &str) -> ServiceResult<()> {
+        self.set_pause(id, None).await
+    }
+
+    async fn backfill(
+        &self,
+        id: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> ServiceResult<BackfillView> {
+        self.backfill_range(id, from, to).await
+    }
+
+    async fn occurrences(
+        &self,
+        id: &str,
+        before: Option<DateTime<Utc>>,
+        limit: u64,
+    ) -> ServiceResult<OccurrencePage> {
+        self.ledger(id, before, limit).await
     }
 
     async fn enable(&self, id: &str, enable: bool) -> ServiceResult<()> {
@@ -899,15 +1012,19 @@ impl Backend for Service {
                 id: "debug".into(),
                 name: "debug".into(),
                 version: 0,
+                script_version: 0,
                 time_limit_ms: self.defaults.time_limit_ms,
                 memory_limit_mb: self.defaults.memory_limit_mb,
+                overlap: OverlapPolicy::Skip,
+                max_concurrent: 1,
+                retry: RetryPolicy::default(),
             },
         };
         let started = Instant::now();
         let mut handle = self.pool.submit(RunRequest {
             script,
             limits: self.runner.limits_for(&meta),
-            job: job_context(&meta, 0, 1),
+            job: job_context(&meta, 0, Trigger::Manual, 1),
         });
         let canceller = handle.canceller();
         let (tx, rx) = mpsc::channel(256);

@@ -20,8 +20,8 @@ use crate::dto::*;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{JsonBody, Params};
 
-/// Every (path, method) this module and [`crate::debug`] serve, plus the health check
-/// and the OpenAPI document. The UI's static files are not listed.
+/// Every (path, method) this module, [`crate::occurrences`] and [`crate::debug`] serve,
+/// plus the health check and the OpenAPI document. The UI's static files are not listed.
 pub const ROUTES: &[(&str, &str)] = &[
     ("/api/job", "post"),
     ("/api/job", "put"),
@@ -42,6 +42,14 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("/api/stats", "get"),
     ("/api/cluster", "get"),
     ("/api/openapi.json", "get"),
+    ("/api/job/versions", "get"),
+    ("/api/job/version", "get"),
+    ("/api/job/rollback", "post"),
+    ("/api/job/plan", "get"),
+    ("/api/job/pause", "post"),
+    ("/api/job/resume", "post"),
+    ("/api/job/backfill", "post"),
+    ("/api/job/occurrences", "get"),
 ];
 
 pub fn routes() -> Router<AppState> {
@@ -67,6 +75,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/stats", get(stats))
         .route("/api/cluster", get(cluster))
         .route("/api/openapi.json", get(openapi_json))
+        .merge(crate::occurrences::routes())
 }
 
 /// The success envelope: `{"data": …}`.
@@ -75,7 +84,7 @@ pub struct Data<T> {
     pub data: T,
 }
 
-fn data<T>(data: T) -> Json<Data<T>> {
+pub(crate) fn data<T>(data: T) -> Json<Data<T>> {
     Json(Data { data })
 }
 
@@ -91,9 +100,11 @@ pub struct Created {
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct ScriptInput {
     pub script: Option<String>,
+    /// A note kept with the new script version.
+    pub note: Option<String>,
 }
 
-type ApiResult<T> = Result<T, ApiError>;
+pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
 /// `?type=`: `timing`/`delay` (case-insensitive) or `0`/`1`.
 fn exec_type_param(params: &Params) -> ApiResult<Option<ExecType>> {
@@ -325,7 +336,7 @@ pub async fn set_script(
     let script = input
         .script
         .ok_or_else(|| ApiError::invalid_field("script", "is required"))?;
-    state.backend.set_script(id, script).await?;
+    state.backend.set_script(id, script, input.note).await?;
     Ok(data(id.to_owned()))
 }
 

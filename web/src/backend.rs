@@ -73,7 +73,47 @@ pub trait Backend: Send + Sync + 'static {
     /// Every job (`GET /api/jobList`).
     async fn all_jobs(&self) -> ServiceResult<Vec<JobView>>;
     async fn get_script(&self, id: &str) -> ServiceResult<ScriptView>;
-    async fn set_script(&self, id: &str, script: String) -> ServiceResult<()>;
+    /// Saves a script as the job's next version, with an optional note.
+    async fn set_script(&self, id: &str, script: String, note: Option<String>)
+    -> ServiceResult<()>;
+    /// Every saved version of the job's script, newest first, without sources.
+    async fn script_versions(&self, id: &str) -> ServiceResult<Vec<ScriptVersionView>>;
+    /// One version with its source.
+    async fn script_version(&self, id: &str, version: u64) -> ServiceResult<ScriptVersionView>;
+    /// Makes an old version current again, as a new version; returns its number.
+    async fn rollback_script(
+        &self,
+        id: &str,
+        version: u64,
+        note: Option<String>,
+    ) -> ServiceResult<u64>;
+    /// What would fire in `[from, to]` (default: the next 24 h) and what a restart now
+    /// would catch up.
+    async fn plan(
+        &self,
+        id: &str,
+        from: Option<DateTime<Utc>>,
+        to: Option<DateTime<Utc>>,
+    ) -> ServiceResult<PlanView>;
+    /// Skips the job's occurrences until `until`.
+    async fn pause(&self, id: &str, until: DateTime<Utc>) -> ServiceResult<()>;
+    /// Ends a pause.
+    async fn resume(&self, id: &str) -> ServiceResult<()>;
+    /// Runs the occurrences of `[from, to]` that have not run, oldest first, under the
+    /// job's overlap policy.
+    async fn backfill(
+        &self,
+        id: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> ServiceResult<BackfillView>;
+    /// The occurrence ledger: one entry per occurrence with its attempts, newest first.
+    async fn occurrences(
+        &self,
+        id: &str,
+        before: Option<DateTime<Utc>>,
+        limit: u64,
+    ) -> ServiceResult<OccurrencePage>;
     /// Starts or stops a job; idempotent.
     async fn enable(&self, id: &str, enable: bool) -> ServiceResult<()>;
     /// Runs the job now as a manual occurrence, recorded in its history; returns the

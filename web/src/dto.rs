@@ -167,6 +167,44 @@ pub struct JobInput {
     #[serde(default, deserialize_with = "lenient_opt_u64")]
     #[schema(value_type = Option<u64>)]
     pub memory_limit_mb: Option<u64>,
+    /// When an occurrence comes due while a run still goes: `allow` (up to
+    /// `maxConcurrent` at once), `skip` (default), `queue_one` (at most one waits),
+    /// `replace` (the running one is cancelled).
+    pub overlap: Option<String>,
+    /// `overlap: allow`: runs at once, 1 to 100; default 1.
+    #[serde(default, deserialize_with = "lenient_opt_u64")]
+    #[schema(value_type = Option<u64>)]
+    pub max_concurrent: Option<u64>,
+    /// Occurrences missed while down or unowned: `skip`, `run_once` (default: the most
+    /// recent, if within the window), `run_all` (up to `maxCatchUp` within the window).
+    pub misfire: Option<String>,
+    /// How old a missed occurrence may be and still run, seconds; default 60.
+    #[serde(default, deserialize_with = "lenient_opt_u64")]
+    #[schema(value_type = Option<u64>)]
+    pub misfire_window_s: Option<u64>,
+    /// `misfire: run_all`: how many missed occurrences run at most, 1 to 1000; default 10.
+    #[serde(default, deserialize_with = "lenient_opt_u64")]
+    #[schema(value_type = Option<u64>)]
+    pub max_catch_up: Option<u64>,
+    /// Retries of a failed, timed-out, out-of-memory or crashed run, 0 to 20; default 0.
+    #[serde(default, deserialize_with = "lenient_opt_u64")]
+    #[schema(value_type = Option<u64>)]
+    pub retries: Option<u64>,
+    /// Wait before the first retry, ms; doubles per retry, with jitter; default 1000.
+    #[serde(default, deserialize_with = "lenient_opt_u64")]
+    #[schema(value_type = Option<u64>)]
+    pub retry_backoff_ms: Option<u64>,
+    /// Cap of the wait between retries, ms; default 60000.
+    #[serde(default, deserialize_with = "lenient_opt_u64")]
+    #[schema(value_type = Option<u64>)]
+    pub retry_max_backoff_ms: Option<u64>,
+    /// Spread: each occurrence starts this job's stable offset within `[0, jitterS)`
+    /// seconds after its cron instant; 0 to 3600, default 0. Timing jobs only.
+    #[serde(default, deserialize_with = "lenient_opt_u64")]
+    #[schema(value_type = Option<u64>)]
+    pub jitter_s: Option<u64>,
+    /// A note kept with the script version this request saves.
+    pub script_note: Option<String>,
 }
 
 /// `0` stopped, `1` running (scheduled).
@@ -217,8 +255,20 @@ pub struct JobView {
     pub memory_limit_mb: u64,
     /// What happens when an occurrence comes due while the previous run still runs.
     pub overlap: String,
+    pub max_concurrent: u32,
     /// What happens to occurrences missed while the service was down.
     pub misfire: String,
+    pub misfire_window_s: u32,
+    pub max_catch_up: u32,
+    pub retries: u32,
+    pub retry_backoff_ms: u64,
+    pub retry_max_backoff_ms: u64,
+    pub jitter_s: u32,
+    /// Occurrences before this instant are skipped; `null` when not paused.
+    pub paused_until: Option<DateTime<Utc>>,
+    /// The current script version (1 at creation, +1 per save or rollback).
+    pub script_version: u64,
+    pub script_note: String,
     /// Bumped by every change; used by cluster nodes to discard stale updates.
     pub version: u64,
 }
@@ -315,6 +365,15 @@ pub struct ErrorView {
 pub struct RunView {
     pub run_id: String,
     pub job_id: String,
+    /// `jobId@scheduledMs` (`jobId@manual-ms` for a manual run): the same for every
+    /// attempt of an occurrence, and what the script saw as `job.occurrenceId`.
+    pub occurrence_id: String,
+    /// 1, then 2, 3, … for retries of the same occurrence.
+    pub attempt: u32,
+    /// The script version the run executed.
+    pub script_version: Option<u64>,
+    /// Further attempts to run this occurrence that were suppressed as duplicates.
+    pub duplicates: u32,
     pub trigger: Trigger,
     pub scheduled_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
@@ -508,6 +567,96 @@ pub struct Stats {
     pub runs_in_flight: usize,
     pub runs_queued: usize,
     pub started_at: DateTime<Utc>,
+}
+
+/// One saved version of a job's script.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScriptVersionView {
+    pub version: u64,
+    pub note: String,
+    pub created_at: DateTime<Utc>,
+    /// Length of the source in bytes.
+    pub bytes: u64,
+    /// This is the job's current script.
+    pub current: bool,
+    /// The source; absent in listings.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub script: Option<String>,
+}
+
+/// Body of `POST /api/job/rollback` (optional).
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RollbackInput {
+    /// Note of the new version; default "rollback to version N".
+    pub note: Option<String>,
+}
+
+/// What a restart now would do about a job's missed occurrences.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CatchUpView {
+    /// Occurrences after this instant count as not handled.
+    pub since: DateTime<Utc>,
+    pub policy: String,
+    pub window_s: u32,
+    /// Would be recorded as missed (the newest 100 at most), oldest first.
+    pub missed: Vec<DateTime<Utc>>,
+    /// More missed occurrences exist than listed.
+    pub more_missed: bool,
+    /// Would run, oldest first.
+    pub run: Vec<DateTime<Utc>>,
+}
+
+/// `GET /api/job/plan`: what would fire in a window, and what a restart would catch up.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanView {
+    pub job_id: String,
+    pub state: JobState,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    /// Fire instants in `[from, to]` (jitter applied), at most 1000.
+    pub fires: Vec<DateTime<Utc>>,
+    /// Of `fires`, those a pause would skip.
+    pub paused_fires: usize,
+    pub truncated: bool,
+    pub paused_until: Option<DateTime<Utc>>,
+    pub catch_up: CatchUpView,
+}
+
+/// `POST /api/job/backfill`: what was queued and what was already in the ledger.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackfillView {
+    /// Queued to run in this order.
+    pub queued: Vec<DateTime<Utc>>,
+    /// Already ran: not run again (suppressed as duplicates).
+    pub suppressed: Vec<DateTime<Utc>>,
+    /// The range held more than 1000 occurrences; only the first 1000 were considered.
+    pub truncated: bool,
+}
+
+/// One occurrence in the ledger with all its attempts, newest attempt first.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OccurrenceView {
+    pub occurrence_id: String,
+    pub scheduled_at: DateTime<Utc>,
+    pub trigger: Trigger,
+    /// The outcome of its latest attempt (`skipped` and `missed` included).
+    pub outcome: String,
+    pub duplicates: u32,
+    pub attempts: Vec<RunView>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OccurrencePage {
+    pub items: Vec<OccurrenceView>,
+    /// Pass as `before` for the next (older) page; `null` at the end.
+    pub next_before: Option<DateTime<Utc>>,
 }
 
 #[cfg(test)]

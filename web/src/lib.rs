@@ -19,6 +19,7 @@ mod debug;
 pub mod dto;
 pub mod error;
 mod extract;
+mod occurrences;
 pub mod openapi;
 mod ui;
 

@@ -13,6 +13,7 @@ use crate::api;
 use crate::debug;
 use crate::dto::*;
 use crate::error::ErrorBody;
+use crate::occurrences;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -43,6 +44,14 @@ use crate::error::ErrorBody;
         api::cluster,
         api::openapi_json,
         debug::debug,
+        occurrences::versions,
+        occurrences::version,
+        occurrences::rollback,
+        occurrences::plan,
+        occurrences::pause,
+        occurrences::resume,
+        occurrences::backfill,
+        occurrences::occurrences,
     ),
     components(schemas(
         ErrorBody,
@@ -59,6 +68,13 @@ use crate::error::ErrorBody;
         ClusterView,
         api::Created,
         api::ScriptInput,
+        ScriptVersionView,
+        RollbackInput,
+        PlanView,
+        CatchUpView,
+        BackfillView,
+        OccurrenceView,
+        OccurrencePage,
     )),
     modifiers(&BearerAuth),
     security(("bearer" = [])),

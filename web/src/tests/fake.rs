@@ -26,6 +26,8 @@ pub struct Calls {
     pub enable: Option<(String, bool)>,
     pub update: Option<(String, JobInput)>,
     pub preview: Option<Preview>,
+    /// What the last scheduling-control call was: route name and its arguments.
+    pub control: Option<String>,
 }
 
 #[derive(Default)]
@@ -75,7 +77,17 @@ impl Fake {
             time_limit_ms: 30_000,
             memory_limit_mb: 64,
             overlap: "skip".into(),
+            max_concurrent: 1,
             misfire: "run_once".into(),
+            misfire_window_s: 60,
+            max_catch_up: 10,
+            retries: 0,
+            retry_backoff_ms: 1000,
+            retry_max_backoff_ms: 60_000,
+            jitter_s: 0,
+            paused_until: None,
+            script_version: 1,
+            script_note: String::new(),
             version: 1,
         }
     }
@@ -84,9 +96,24 @@ impl Fake {
         ServiceError::NotFound(format!("no job with id {id:?}"))
     }
 
+    fn version_view(version: u64, script: Option<String>) -> ScriptVersionView {
+        ScriptVersionView {
+            version,
+            note: "created".into(),
+            created_at: t0(),
+            bytes: script.as_ref().map_or(0, |s| s.len() as u64),
+            current: true,
+            script,
+        }
+    }
+
     fn run_view(id: &str) -> RunView {
         RunView {
             run_id: id.to_owned(),
+            occurrence_id: "j@0".into(),
+            attempt: 1,
+            script_version: Some(1),
+            duplicates: 0,
             job_id: "j".into(),
             trigger: Trigger::Manual,
             scheduled_at: t0(),
@@ -188,7 +215,117 @@ impl Backend for Fake {
             .ok_or_else(|| Fake::missing(id))
     }
 
-    async fn set_script(&self, id: &str, script: String) -> ServiceResult<()> {
+    async fn script_versions(&self, id: &str) -> ServiceResult<Vec<ScriptVersionView>> {
+        self.get_job(id).await?;
+        Ok(vec![Fake::version_view(1, None)])
+    }
+
+    async fn script_version(&self, id: &str, version: u64) -> ServiceResult<ScriptVersionView> {
+        let script = self.get_script(id).await?.script;
+        if version != 1 {
+            return Err(ServiceError::NotFound(format!("no version {version}")));
+        }
+        Ok(Fake::version_view(1, Some(script)))
+    }
+
+    async fn rollback_script(
+        &self,
+        id: &str,
+        version: u64,
+        note: Option<String>,
+    ) -> ServiceResult<u64> {
+        self.get_job(id).await?;
+        self.calls().control = Some(format!("rollback {id} {version} {note:?}"));
+        Ok(version + 1)
+    }
+
+    async fn plan(
+        &self,
+        id: &str,
+        from: Option<DateTime<Utc>>,
+        to: Option<DateTime<Utc>>,
+    ) -> ServiceResult<PlanView> {
+        self.get_job(id).await?;
+        self.calls().control = Some(format!("plan {id} {from:?} {to:?}"));
+        Ok(PlanView {
+            job_id: id.to_owned(),
+            state: JobState::Running,
+            from: from.unwrap_or_else(t0),
+            to: to.unwrap_or_else(t0),
+            fires: vec![t0()],
+            paused_fires: 0,
+            truncated: false,
+            paused_until: None,
+            catch_up: CatchUpView {
+                since: t0(),
+                policy: "run_once".into(),
+                window_s: 60,
+                missed: Vec::new(),
+                more_missed: false,
+                run: Vec::new(),
+            },
+        })
+    }
+
+    async fn pause(&self, id: &str, until: DateTime<Utc>) -> ServiceResult<()> {
+        self.get_job(id).await?;
+        self.calls().control = Some(format!("pause {id} {}", until.timestamp_millis()));
+        Ok(())
+    }
+
+    async fn resume(&self, id: &str) -> ServiceResult<()> {
+        self.get_job(id).await?;
+        self.calls().control = Some(format!("resume {id}"));
+        Ok(())
+    }
+
+    async fn backfill(
+        &self,
+        id: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> ServiceResult<BackfillView> {
+        self.get_job(id).await?;
+        self.calls().control = Some(format!(
+            "backfill {id} {} {}",
+            from.timestamp_millis(),
+            to.timestamp_millis()
+        ));
+        Ok(BackfillView {
+            queued: vec![from],
+            suppressed: Vec::new(),
+            truncated: false,
+        })
+    }
+
+    async fn occurrences(
+        &self,
+        id: &str,
+        before: Option<DateTime<Utc>>,
+        limit: u64,
+    ) -> ServiceResult<OccurrencePage> {
+        self.get_job(id).await?;
+        self.calls().control = Some(format!("occurrences {id} {before:?} {limit}"));
+        let run = Fake::run_view("r1");
+        Ok(OccurrencePage {
+            items: vec![OccurrenceView {
+                occurrence_id: run.occurrence_id.clone(),
+                scheduled_at: run.scheduled_at,
+                trigger: run.trigger,
+                outcome: run.outcome.clone(),
+                duplicates: 0,
+                attempts: vec![run],
+            }],
+            next_before: None,
+        })
+    }
+
+    async fn set_script(
+        &self,
+        id: &str,
+        script: String,
+        _note: Option<String>,
+    ) -> ServiceResult<()> {
         let mut jobs = self.lock_jobs();
         let (_, s) = jobs.get_mut(id).ok_or_else(|| Fake::missing(id))?;
         *s = script;
