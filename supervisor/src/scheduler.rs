@@ -504,6 +504,7 @@ mod tests {
     enum Ev {
         Start(String, i64, Trigger),
         Skip(String, i64),
+        Paused(String, i64),
         Cancel(String),
         Missed(String, Vec<i64>),
         Exhausted(String),
@@ -518,8 +519,12 @@ mod tests {
                 .lock()
                 .push(Ev::Start(f.meta.id.to_string(), f.scheduled_ms, f.trigger));
         }
-        fn skipped(&self, m: &Arc<JobMeta>, s: i64, _reason: SkipReason) {
-            self.0.lock().push(Ev::Skip(m.id.to_string(), s));
+        fn skipped(&self, m: &Arc<JobMeta>, s: i64, reason: SkipReason) {
+            let ev = match reason {
+                SkipReason::Overlap => Ev::Skip(m.id.to_string(), s),
+                SkipReason::Paused { .. } => Ev::Paused(m.id.to_string(), s),
+            };
+            self.0.lock().push(ev);
         }
         fn cancel_running(&self, id: &Arc<str>) {
             self.0.lock().push(Ev::Cancel(id.to_string()));
@@ -675,6 +680,101 @@ mod tests {
         assert_eq!(evs.len(), 2, "{evs:?}");
         assert!(matches!(&evs[0], Ev::Missed(_, m) if m.len() == 1 || m.len() == 2));
         assert_eq!(evs[1], Ev::Start("a".into(), last, Trigger::Misfire));
+    }
+
+    #[tokio::test]
+    async fn replace_cancels_the_running_run_and_starts_the_new_one() {
+        let rec = Recorder::default();
+        let (h, _j) = spawn(rec.clone());
+        let mut job = cron_job("r", "@every 100ms");
+        job.meta = meta_with("r", OverlapPolicy::Replace);
+        h.upsert(job).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        h.shutdown().await;
+        let evs = rec.take();
+        let starts = evs.iter().filter(|e| matches!(e, Ev::Start(..))).count();
+        let cancels = evs.iter().filter(|e| matches!(e, Ev::Cancel(..))).count();
+        assert!(starts >= 2, "{evs:?}");
+        assert_eq!(
+            cancels,
+            starts - 1,
+            "every start after the first replaces: {evs:?}"
+        );
+        assert!(!evs.iter().any(|e| matches!(e, Ev::Skip(..))), "{evs:?}");
+    }
+
+    #[tokio::test]
+    async fn occurrences_during_a_pause_are_skipped_and_later_ones_run() {
+        let rec = Recorder::default();
+        let (h, _j) = spawn(rec.clone());
+        let mut job = cron_job("p", "@every 100ms");
+        let until = now_ms() + 250;
+        job.misfire.paused_until_ms = Some(until);
+        h.upsert(job).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(450)).await;
+        h.shutdown().await;
+        let evs = rec.take();
+        for e in &evs {
+            match e {
+                Ev::Paused(_, t) => assert!(*t < until, "{evs:?}"),
+                Ev::Start(_, t, _) | Ev::Skip(_, t) => assert!(*t >= until, "{evs:?}"),
+                _ => {}
+            }
+        }
+        assert!(evs.iter().any(|e| matches!(e, Ev::Paused(..))), "{evs:?}");
+        assert!(evs.iter().any(|e| matches!(e, Ev::Start(..))), "{evs:?}");
+    }
+
+    #[tokio::test]
+    async fn a_backfill_runs_its_occurrences_in_order_one_at_a_time() {
+        let rec = Recorder::default();
+        let (h, _j) = spawn(rec.clone());
+        let m = meta("b");
+        let items = (1..=3)
+            .map(|t| Pending {
+                meta: m.clone(),
+                scheduled_ms: t * 1000,
+                trigger: Trigger::Backfill,
+            })
+            .collect();
+        h.backfill(items).await.unwrap();
+        assert_eq!(
+            rec.take(),
+            vec![Ev::Start("b".into(), 1000, Trigger::Backfill)]
+        );
+        h.finished("b".into());
+        h.finished("b".into());
+        // Let the scheduler task handle both messages.
+        let _ = h.next_of("b").await;
+        assert_eq!(
+            rec.take(),
+            vec![
+                Ev::Start("b".into(), 2000, Trigger::Backfill),
+                Ev::Start("b".into(), 3000, Trigger::Backfill)
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stop_drops_waiting_occurrences() {
+        let rec = Recorder::default();
+        let (h, _j) = spawn(rec.clone());
+        let m = meta("s");
+        let items = (1..=3)
+            .map(|t| Pending {
+                meta: m.clone(),
+                scheduled_ms: t,
+                trigger: Trigger::Backfill,
+            })
+            .collect();
+        h.backfill(items).await.unwrap();
+        h.remove("s").await.unwrap();
+        h.finished("s".into());
+        let _ = h.next_of("s").await;
+        assert_eq!(
+            rec.take(),
+            vec![Ev::Start("s".into(), 1, Trigger::Backfill)]
+        );
     }
 
     #[tokio::test]

@@ -110,6 +110,66 @@ mod tests {
         assert_eq!(plan.prev_at_or_before(12_500), Some(12_500));
     }
 
+    /// A daily 02:30 job across both daylight-saving changes of a year: exactly one
+    /// occurrence on every local day — at 03:00 on the day 02:30 does not exist, at the
+    /// first 02:30 on the day it exists twice.
+    #[test]
+    fn a_daily_0230_job_runs_once_every_day_across_daylight_saving_changes() {
+        use chrono::TimeZone;
+        for tz in ["Europe/Berlin", "America/New_York"] {
+            let plan = Plan::cron(Schedule::parse("30 2 * * *", tz).unwrap());
+            let zone: chrono_tz::Tz = tz.parse().unwrap();
+            let from = chrono::Utc.with_ymd_and_hms(2026, 10, 1, 0, 0, 0).unwrap();
+            let to = chrono::Utc.with_ymd_and_hms(2027, 4, 30, 0, 0, 0).unwrap();
+            let (fires, _) = plan.between(from.timestamp_millis(), to.timestamp_millis(), 1_000);
+            let days: Vec<chrono::NaiveDate> = fires
+                .iter()
+                .map(|ms| {
+                    chrono::Utc
+                        .timestamp_millis_opt(*ms)
+                        .unwrap()
+                        .with_timezone(&zone)
+                        .date_naive()
+                })
+                .collect();
+            let unique: std::collections::BTreeSet<_> = days.iter().collect();
+            assert_eq!(unique.len(), days.len(), "{tz}: a day ran twice");
+            let first = days[0];
+            let last = days[days.len() - 1];
+            assert_eq!(
+                (last - first).num_days() + 1,
+                days.len() as i64,
+                "{tz}: a day was skipped"
+            );
+            // The spring-forward day runs at 03:00 local, every other day at 02:30.
+            for ms in &fires {
+                let local = chrono::Utc
+                    .timestamp_millis_opt(*ms)
+                    .unwrap()
+                    .with_timezone(&zone)
+                    .format("%H:%M")
+                    .to_string();
+                assert!(local == "02:30" || local == "03:00", "{tz}: {local}");
+            }
+            let at_three = fires
+                .iter()
+                .filter(|ms| {
+                    chrono::Utc
+                        .timestamp_millis_opt(**ms)
+                        .unwrap()
+                        .with_timezone(&zone)
+                        .format("%H:%M")
+                        .to_string()
+                        == "03:00"
+                })
+                .count();
+            assert_eq!(
+                at_three, 1,
+                "{tz}: only the spring-forward day moves to 03:00"
+            );
+        }
+    }
+
     #[test]
     fn between_lists_a_window_inclusively_and_says_when_capped() {
         let plan = Plan::cron(Schedule::parse("@every 10s", "UTC").unwrap());
