@@ -242,7 +242,14 @@ impl Dispatch for Runner {
         // pass must leave it for the owner (or, if the owner died, its successor's
         // catch-up).
         if self.0.gate.owns(&meta.id) {
-            let _ = self.0.exhausted.send(meta.clone());
+            // The job stays started until its last occurrence is over, retries
+            // included: stopping it earlier would cancel those retries.
+            let inner = self.0.clone();
+            let meta = meta.clone();
+            self.0.tasks.spawn(async move {
+                inner.active.wait_idle(&meta.id).await;
+                let _ = inner.exhausted.send(meta);
+            });
         }
     }
 

@@ -22,6 +22,8 @@ pub struct ActiveRun {
 #[derive(Debug, Default)]
 pub struct ActiveRuns {
     by_job: Mutex<HashMap<Arc<str>, Vec<Arc<ActiveRun>>>>,
+    /// Woken whenever a run is unregistered.
+    ended: tokio::sync::Notify,
 }
 
 impl ActiveRuns {
@@ -42,6 +44,19 @@ impl ActiveRuns {
             if runs.is_empty() {
                 map.remove(job);
             }
+        }
+        drop(map);
+        self.ended.notify_waiters();
+    }
+
+    /// Waits until the job has no run in progress (attempts and retries included).
+    pub async fn wait_idle(&self, job: &str) {
+        loop {
+            let ended = self.ended.notified();
+            if !self.by_job.lock().contains_key(job) {
+                return;
+            }
+            ended.await;
         }
     }
 
@@ -84,5 +99,27 @@ mod tests {
         active.unregister(&a, &ra);
         active.unregister(&b, &rb);
         assert!(active.by_job.lock().is_empty());
+    }
+
+    #[tokio::test]
+    async fn wait_idle_returns_when_the_last_run_of_the_job_ends() {
+        let active = Arc::new(ActiveRuns::default());
+        let a: Arc<str> = "a".into();
+        let r1 = active.register(&a);
+        let r2 = active.register(&a);
+        let waiter = tokio::spawn({
+            let active = active.clone();
+            async move { active.wait_idle("a").await }
+        });
+        tokio::task::yield_now().await;
+        active.unregister(&a, &r1);
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        active.unregister(&a, &r2);
+        tokio::time::timeout(std::time::Duration::from_secs(1), waiter)
+            .await
+            .expect("woken")
+            .expect("no panic");
+        active.wait_idle("never-ran").await;
     }
 }
