@@ -206,12 +206,15 @@ test("toggle the job off and on from the list", async () => {
 
 test("a run appears in the history, and its console output opens on click", async () => {
   await page.goto(url(`#/jobs/${encodeURIComponent(jobId)}/runs`));
-  const scheduled = page.locator("#runs-table tbody tr[data-outcome=succeeded]", { hasText: "schedule" }).first();
+  // By occurrence (the default): one row per occurrence, its latest attempt's log.
+  const scheduled = page.locator("#occurrences-table tbody tr.occ-row[data-outcome=succeeded][data-trigger=schedule]").first();
   await scheduled.waitFor({ timeout: 30000 });
   await scheduled.locator("button", { hasText: "Log" }).click();
   await page.locator("#run-log .line", { hasText: "report: done" }).waitFor();
   assert.ok((await page.locator("#run-log .line .tx").allInnerTexts()).includes("<b>not bold</b>"));
-  // Filter by outcome.
+  // The flat list of runs filters by outcome.
+  await page.click("#mode-runs");
+  await page.locator("#runs-table tbody tr[data-outcome=succeeded]", { hasText: "schedule" }).first().waitFor();
   await page.selectOption("#outcome-filter", "failed");
   await page.locator("#runs-table td.empty", { hasText: "No failed runs" }).waitFor();
   await page.selectOption("#outcome-filter", "");
@@ -222,7 +225,7 @@ test("a run appears in the history, and its console output opens on click", asyn
   const manual = page.locator("#runs-table tbody tr[data-outcome=succeeded]", { hasText: "manual" }).first();
   await manual.waitFor();
   await manual.click();
-  await page.locator("#run-detail dd", { hasText: "manual" }).waitFor();
+  await page.locator("#run-detail dd", { hasText: /^manual$/ }).waitFor();
   await page.locator("#run-log .line", { hasText: "report: done" }).waitFor();
   await shot("run-history.png");
 });

@@ -83,10 +83,18 @@ export const api = {
   enable: (id, enable) => call("POST", "api/enable", { params: { id, enable } }),
   trigger: (id) => call("POST", "api/job/trigger", { params: { id } }),
   script: (id) => call("GET", "api/script", { params: { id } }),
-  saveScript: (id, script) => call("POST", "api/script", { params: { id }, body: { script } }),
+  saveScript: (id, script, note) => call("POST", "api/script", { params: { id }, body: note ? { script, note } : { script } }),
   runs: (params) => call("GET", "api/job/runs", { params }),
   run: (id) => call("GET", "api/job/run", { params: { id } }),
   cronPreview: (params, opts) => call("GET", "api/cron/preview", { params, ...opts }),
+  versions: (id) => call("GET", "api/job/versions", { params: { id } }),
+  version: (id, version) => call("GET", "api/job/version", { params: { id, version } }),
+  rollback: (id, version, note) => call("POST", "api/job/rollback", { params: { id, version }, body: note ? { note } : undefined }),
+  plan: (id, from, to) => call("GET", "api/job/plan", { params: { id, from, to } }),
+  pause: (id, until) => call("POST", "api/job/pause", { params: { id, until } }),
+  resume: (id) => call("POST", "api/job/resume", { params: { id } }),
+  backfill: (id, from, to) => call("POST", "api/job/backfill", { params: { id, from, to } }),
+  occurrences: (params) => call("GET", "api/job/occurrences", { params }),
 };
 
 /** The debug WebSocket's URL (same host as the page). */

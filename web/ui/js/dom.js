@@ -130,6 +130,31 @@ export function fmtBytes(n) {
   return `${(n / 1024 / 1024).toFixed(1)} MiB`;
 }
 
+/** "YYYY-MM-DDTHH:MM:SS" in the browser's zone, for <input type=datetime-local>. */
+export function toLocalInput(v) {
+  const d = toDate(v);
+  if (!d) return "";
+  const p = (n) => String(n).padStart(2, "0");
+  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}T${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
+}
+
+/** The value of a datetime-local input (the browser's zone) as a Date; null when empty or invalid. */
+export function fromLocalInput(value) {
+  if (!value) return null;
+  const d = new Date(value);
+  return Number.isNaN(d.getTime()) ? null : d;
+}
+
+/** Seconds as "45 s", "10 min", "2 h", "1 d 6 h". */
+export function fmtSeconds(s) {
+  if (s === null || s === undefined) return "—";
+  const n = Number(s);
+  if (n < 60) return `${n} s`;
+  if (n < 3600) return n % 60 ? `${Math.floor(n / 60)} min ${n % 60} s` : `${n / 60} min`;
+  if (n < 86400) return n % 3600 ? `${Math.floor(n / 3600)} h ${Math.round((n % 3600) / 60)} min` : `${n / 3600} h`;
+  return n % 86400 ? `${Math.floor(n / 86400)} d ${Math.round((n % 86400) / 3600)} h` : `${n / 86400} d`;
+}
+
 // ---- outcomes ---------------------------------------------------------------------
 
 export const OUTCOMES = [

@@ -7,6 +7,8 @@ import { jobsPage } from "./pages/jobs.js";
 import { jobFormPage } from "./pages/jobform.js";
 import { scriptPage } from "./pages/script.js";
 import { runsPage } from "./pages/runs.js";
+import { overviewPage } from "./pages/overview.js";
+import { versionsPage } from "./pages/versions.js";
 
 const root = document.getElementById("app");
 
@@ -19,6 +21,8 @@ const routes = [
   { name: "jobs", match: (p) => (p.length === 2 && p[0] === "jobs" ? { id: p[1] } : null), page: jobFormPage },
   { name: "jobs", match: (p) => (p.length === 3 && p[0] === "jobs" && p[2] === "script" ? { id: p[1] } : null), page: scriptPage },
   { name: "jobs", match: (p) => (p.length === 3 && p[0] === "jobs" && p[2] === "runs" ? { id: p[1] } : null), page: runsPage },
+  { name: "jobs", match: (p) => (p.length === 3 && p[0] === "jobs" && p[2] === "overview" ? { id: p[1] } : null), page: overviewPage },
+  { name: "jobs", match: (p) => (p.length === 3 && p[0] === "jobs" && p[2] === "versions" ? { id: p[1] } : null), page: versionsPage },
 ];
 
 function highlightNav(name) {

@@ -1,4 +1,5 @@
-// Hash routing: #/, #/jobs, #/jobs/new, #/jobs/<id>, #/jobs/<id>/script, #/jobs/<id>/runs.
+// Hash routing: #/, #/jobs, #/jobs/new, #/jobs/<id>, #/jobs/<id>/script, #/jobs/<id>/runs,
+// #/jobs/<id>/overview, #/jobs/<id>/versions.
 // A page is a function (root, params, query) returning an optional controller
 // { dispose(), canLeave(): Promise<boolean> }.
 

@@ -1,5 +1,5 @@
 // Shared widgets: toasts, the confirm dialog, outcome legends, job header and tabs.
-import { el, fill, fmtTime, fmtRelative, badge, timeEl } from "./dom.js";
+import { el, fill, fmtTime, fmtRelative, fmtMs, fmtSeconds, badge, timeEl, toDate } from "./dom.js";
 import { api } from "./api.js";
 
 export function toast(message, tone = "") {
@@ -83,13 +83,56 @@ export function jobHeader(job, active, { onChanged, onDeleted, extra } = {}) {
           job.execType === 0 ? el("span", { class: "tz" }, job.timezone) : null,
           job.nextExecTime ? el("span", {}, "Next ", timeEl(job.nextExecTime), ` (${fmtRelative(job.nextExecTime)})`) : null,
           job.lastExecTime ? el("span", {}, "Last ", timeEl(job.lastExecTime), " ", job.lastOutcome ? badge(job.lastOutcome) : null) : null,
+          isPaused(job) ? el("span", { class: "badge warn", id: "paused-badge" }, "Paused until ", timeEl(job.pausedUntil)) : null,
+          job.scriptVersion ? el("a", { class: "badge plain", href: `#/jobs/${encodeURIComponent(id)}/versions`, title: job.scriptNote || "Script versions" }, `script v${job.scriptVersion}`) : null,
         )),
       el("div", { class: "spacer" }),
       el("div", { class: "btn-group" }, stateSwitch(job, onChanged, `hdr-switch`), extra, runNow, del)),
     el("nav", { class: "tabs", "aria-label": "Job" },
+      tab("overview", `#/jobs/${encodeURIComponent(id)}/overview`, "Overview"),
       tab("edit", `#/jobs/${encodeURIComponent(id)}`, "Settings"),
       tab("script", `#/jobs/${encodeURIComponent(id)}/script`, "Script & debug"),
+      tab("versions", `#/jobs/${encodeURIComponent(id)}/versions`, "Versions"),
       tab("runs", `#/jobs/${encodeURIComponent(id)}/runs`, "Run history")));
+}
+
+/** True while the job's occurrences are skipped by a pause. */
+export function isPaused(job, now = Date.now()) {
+  const until = toDate(job.pausedUntil);
+  return !!until && until.getTime() > now;
+}
+
+export const OVERLAP_LABELS = {
+  skip: "Skip — a due occurrence is skipped while a run goes",
+  allow: "Allow — runs may overlap, up to a cap",
+  queue_one: "Queue one — at most one waits for the running one",
+  replace: "Replace — the running one is cancelled",
+};
+export const MISFIRE_LABELS = {
+  run_once: "Run once — the most recent missed occurrence, if within the window",
+  run_all: "Run all — every missed occurrence within the window, up to a count",
+  skip: "Skip — missed occurrences are recorded as missed",
+};
+
+/** The job's scheduling policies as [label, text] pairs, for the overview. */
+export function policyRows(job) {
+  const overlap = job.overlap === "allow"
+    ? `allow, up to ${job.maxConcurrent} at once`
+    : String(job.overlap || "skip").replace(/_/g, " ");
+  const misfire = job.misfire === "run_all"
+    ? `run all, within ${fmtSeconds(job.misfireWindowS)}, at most ${job.maxCatchUp}`
+    : job.misfire === "skip" ? "skip" : `run once, within ${fmtSeconds(job.misfireWindowS)}`;
+  const retries = job.retries
+    ? `${job.retries} ${job.retries === 1 ? "retry" : "retries"}, after ${fmtMs(job.retryBackoffMs)} doubling up to ${fmtMs(job.retryMaxBackoffMs)}`
+    : "none";
+  const rows = [
+    ["overlap", "Overlap", overlap],
+    ["misfire", "Misfire", misfire],
+    ["retries", "Retries", retries],
+  ];
+  if (job.execType === 0) rows.push(["jitter", "Jitter", job.jitterS ? `up to ${fmtSeconds(job.jitterS)}` : "none"]);
+  rows.push(["limits", "Limits", `${fmtMs(job.timeLimitMs)} · ${job.memoryLimitMb} MiB`]);
+  return rows;
 }
 
 export async function deleteJob(job, onDeleted) {

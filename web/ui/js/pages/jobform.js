@@ -1,8 +1,8 @@
 // Create / edit a job: POST /api/job (or /api/run to start at once), PUT /api/job.
 // The cron field is checked live by the server's own parser (GET /api/cron/preview).
-import { el, fill, fmtInZone, fmtRelative, debounce } from "../dom.js";
+import { el, fill, fmtInZone, fmtRelative, debounce, toLocalInput } from "../dom.js";
 import { api } from "../api.js";
-import { liveJobHeader, toast, pageError } from "../ui.js";
+import { liveJobHeader, toast, pageError, OVERLAP_LABELS, MISFIRE_LABELS } from "../ui.js";
 
 const TEMPLATE = `// Runs on every occurrence. console output is kept with the run.
 const started = new Date();
@@ -37,13 +37,6 @@ function browserZone() {
   try { return Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC"; } catch { return "UTC"; }
 }
 
-/** "YYYY-MM-DDTHH:MM:SS" in the browser's zone, for <input type=datetime-local>. */
-function toLocalInput(ms) {
-  const d = new Date(ms);
-  const p = (n) => String(n).padStart(2, "0");
-  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}T${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
-}
-
 function field(id, label, control, hint) {
   const error = el("div", { class: "error", id: `${id}-error`, role: "alert" });
   control.setAttribute("aria-describedby", `${id}-error${hint ? ` ${id}-hint` : ""}`);
@@ -54,6 +47,10 @@ function field(id, label, control, hint) {
       hint ? el("div", { class: "hint", id: `${id}-hint` }, hint) : null, error),
   };
 }
+
+/** The server's defaults, shown on a new job. */
+const DEFAULTS = { overlap: "skip", maxConcurrent: 1, misfire: "run_once", misfireWindowS: 60, maxCatchUp: 10,
+  retries: 0, retryBackoffMs: 1000, retryMaxBackoffMs: 60000, jitterS: 0 };
 
 export function jobFormPage(root, { id }) {
   let disposed = false;
@@ -86,6 +83,22 @@ export function jobFormPage(root, { id }) {
     const timeLimit = el("input", { type: "number", id: "timeLimitMs", name: "timeLimitMs", min: 10, step: 1, placeholder: "server default", value: job ? job.timeLimitMs : "" });
     const memLimit = el("input", { type: "number", id: "memoryLimitMb", name: "memoryLimitMb", min: 1, step: 1, placeholder: "server default", value: job ? job.memoryLimitMb : "" });
     const startNow = el("input", { type: "checkbox", id: "start", name: "start" });
+    // Scheduling policies; a new job shows the server's defaults.
+    const p = job || DEFAULTS;
+    const num = (id, min, max, value, placeholder) => el("input", { type: "number", id, name: id, min, max, step: 1, value, placeholder, inputmode: "numeric" });
+    const overlap = el("select", { id: "overlap", name: "overlap" },
+      Object.entries(OVERLAP_LABELS).map(([v, label]) => el("option", { value: v, selected: p.overlap === v }, label)));
+    overlap.value = p.overlap;
+    const maxConcurrent = num("maxConcurrent", 1, 100, p.maxConcurrent);
+    const misfire = el("select", { id: "misfire", name: "misfire" },
+      Object.entries(MISFIRE_LABELS).map(([v, label]) => el("option", { value: v, selected: p.misfire === v }, label)));
+    misfire.value = p.misfire;
+    const misfireWindow = num("misfireWindowS", 0, 604800, p.misfireWindowS);
+    const maxCatchUp = num("maxCatchUp", 1, 1000, p.maxCatchUp);
+    const retries = num("retries", 0, 20, p.retries);
+    const backoff = num("retryBackoffMs", 100, 86400000, p.retryBackoffMs);
+    const maxBackoff = num("retryMaxBackoffMs", 100, 86400000, p.retryMaxBackoffMs);
+    const jitter = num("jitterS", 0, 3600, p.jitterS);
 
     const fName = field("name", "Name", name);
     const fDesc = field("description", "Description", description);
@@ -94,9 +107,23 @@ export function jobFormPage(root, { id }) {
     const fExec = field("execAt", "Run at", execAt, `In your browser's time zone (${browserZone()}); at least 5 s from now.`);
     const fTime = field("timeLimitMs", "Time limit (ms)", timeLimit, "Wall-clock limit of one run.");
     const fMem = field("memoryLimitMb", "Memory limit (MiB)", memLimit, "Heap limit of one run.");
+    const fOverlap = field("overlap", "Overlap", overlap, "When an occurrence comes due while a run of this job still goes.");
+    const fMaxConc = field("maxConcurrent", "Max concurrent runs", maxConcurrent, "1 to 100.");
+    const fMisfire = field("misfire", "Misfire", misfire, "Occurrences missed while the service was down or no node owned the job.");
+    const fWindow = field("misfireWindowS", "Catch-up window (s)", misfireWindow, "How old a missed occurrence may be and still run; 0 to 604800.");
+    const fCatchUp = field("maxCatchUp", "Max catch-up runs", maxCatchUp, "1 to 1000.");
+    const fRetries = field("retries", "Retries", retries, "Of a failed, timed-out or crashed run; 0 to 20.");
+    const fBackoff = field("retryBackoffMs", "Retry backoff (ms)", backoff, "Wait before the first retry, doubled each time, with jitter; at least 100.");
+    const fMaxBackoff = field("retryMaxBackoffMs", "Backoff cap (ms)", maxBackoff, "Longest wait between retries; not below the backoff.");
+    const fJitter = field("jitterS", "Jitter (s)", jitter, "Each occurrence starts this job's stable offset within this many seconds after its instant; 0 to 3600.");
+    const policyFields = { overlap: fOverlap, maxConcurrent: fMaxConc, misfire: fMisfire, misfireWindowS: fWindow, maxCatchUp: fCatchUp,
+      retries: fRetries, retryBackoffMs: fBackoff, retryMaxBackoffMs: fMaxBackoff, jitterS: fJitter };
+    const policyControls = { overlap, maxConcurrent, misfire, misfireWindowS: misfireWindow, maxCatchUp,
+      retries, retryBackoffMs: backoff, retryMaxBackoffMs: maxBackoff, jitterS: jitter };
     const errors = { name: fName.error, description: fDesc.error, cron: fCron.error, timezone: fTz.error, execAt: fExec.error,
       timeLimitMs: fTime.error, memoryLimitMb: fMem.error, execType: typeError, type: typeError };
     const controls = { name, description, cron, timezone: tz, execAt, timeLimitMs: timeLimit, memoryLimitMb: memLimit, execType: typeTiming, type: typeTiming };
+    for (const [k, f] of Object.entries(policyFields)) { errors[k] = f.error; controls[k] = policyControls[k]; }
 
     const preview = el("div", { class: "preview", id: "cron-preview", "aria-live": "polite" });
     const execRel = el("div", { class: "small muted", id: "execAt-relative", "aria-live": "polite" });
@@ -131,6 +158,12 @@ export function jobFormPage(root, { id }) {
       el("div", { class: "form-section" },
         el("h2", {}, "Schedule"),
         timingSection, delaySection, tzList),
+      el("div", { class: "form-section", id: "policies", role: "group", "aria-labelledby": "policies-title" },
+        el("h2", { id: "policies-title" }, "Policies"),
+        el("div", { class: "row" }, fOverlap.node, fMaxConc.node),
+        el("div", { class: "row" }, fMisfire.node, el("div", { class: "row" }, fWindow.node, fCatchUp.node)),
+        el("div", { class: "row3" }, fRetries.node, fBackoff.node, fMaxBackoff.node),
+        el("div", { class: "row" }, fJitter.node, el("div"))),
       el("div", { class: "form-section" },
         el("h2", {}, "Limits"),
         el("div", { class: "row" }, el("div", { class: "row" }, fTime.node, fMem.node), el("div"))),
@@ -150,10 +183,21 @@ export function jobFormPage(root, { id }) {
 
     function reload() { load(); }
 
+    function syncPolicies() {
+      fMaxConc.node.hidden = overlap.value !== "allow";
+      fWindow.node.hidden = misfire.value === "skip";
+      fCatchUp.node.hidden = misfire.value !== "run_all";
+      fJitter.node.hidden = !typeTiming.checked;
+      const n = Number(retries.value);
+      fBackoff.node.classList.toggle("inactive", retries.value !== "" && n === 0);
+      fMaxBackoff.node.classList.toggle("inactive", retries.value !== "" && n === 0);
+    }
+
     function syncType() {
       const timing = typeTiming.checked;
       timingSection.hidden = !timing;
       delaySection.hidden = timing;
+      syncPolicies();
       if (timing) updatePreview(); else updateRel();
     }
 
@@ -223,6 +267,9 @@ export function jobFormPage(root, { id }) {
     cron.addEventListener("input", updatePreview);
     tz.addEventListener("input", updatePreview);
     execAt.addEventListener("input", updateRel);
+    overlap.addEventListener("change", syncPolicies);
+    misfire.addEventListener("change", syncPolicies);
+    retries.addEventListener("input", syncPolicies);
     typeTiming.addEventListener("change", syncType);
     typeDelay.addEventListener("change", syncType);
     syncType();
@@ -248,6 +295,17 @@ export function jobFormPage(root, { id }) {
       }
       if (timeLimit.value !== "") body.timeLimitMs = Number(timeLimit.value);
       if (memLimit.value !== "") body.memoryLimitMb = Number(memLimit.value);
+      // Policies: what is shown is sent; the server checks every value and names the field.
+      body.overlap = overlap.value;
+      body.misfire = misfire.value;
+      const numbers = [[maxConcurrent, fMaxConc], [misfireWindow, fWindow], [maxCatchUp, fCatchUp],
+        [retries, fRetries], [backoff, fBackoff], [maxBackoff, fMaxBackoff], [jitter, fJitter]];
+      for (const [input, f] of numbers) {
+        if (f.node.hidden) continue;
+        if (input.validity && input.validity.badInput) return showError(input.id, "Enter a whole number.");
+        if (input.value !== "") body[input.id] = Number(input.value);
+      }
+      if (!timing && job && job.jitterS) body.jitterS = 0;
       submit.disabled = true;
       try {
         if (isNew) {

@@ -97,7 +97,7 @@ export function jobsPage(root) {
     del.addEventListener("click", () => deleteJob(job, load));
     return el("tr", { dataset: { jobId: job.jobId } },
       el("td", { class: "name-cell" },
-        el("a", { class: "job-name", href: `#/jobs/${id}`, dataset: { key: `name-${job.jobId}` } }, job.name || el("span", { class: "faint" }, "(unnamed)")),
+        el("a", { class: "job-name", href: `#/jobs/${id}/overview`, dataset: { key: `name-${job.jobId}` } }, job.name || el("span", { class: "faint" }, "(unnamed)")),
         job.description ? el("div", { class: "job-desc" }, job.description) : null),
       el("td", {}, el("span", { class: "badge plain accent" }, job.execType === 0 ? "Timing" : "Delay")),
       el("td", {}, el("div", { class: "sched" }, scheduleText(job)), job.execType === 0 ? el("div", { class: "tz" }, job.timezone) : null),

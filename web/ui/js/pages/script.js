@@ -23,6 +23,10 @@ export function scriptPage(root, { id }, query) {
     (e) => { if (!disposed) pageError(root, e, () => location.reload()); });
 
   const dirtyNote = el("span", { class: "saved", id: "dirty-state", "aria-live": "polite" }, "Saved");
+  const noteInput = el("input", {
+    type: "text", id: "script-note", name: "note", maxlength: 500, autocomplete: "off", class: "note-input",
+    placeholder: "Note for this version (optional)", "aria-label": "Note for the saved version",
+  });
   const saveBtn = el("button", { type: "button", class: "btn btn-primary btn-sm", id: "save-script", title: `Save (${MOD}+S)` }, "Save", el("kbd", {}, `${MOD}+S`));
   const debugBtn = el("button", { type: "button", class: "btn btn-sm", id: "debug-run", title: `Run now in a debug worker (${MOD}+Enter)` }, "▶ Debug", el("kbd", {}, `${MOD}+↵`));
   const stopBtn = el("button", { type: "button", class: "btn btn-sm btn-danger", id: "debug-stop", hidden: true }, "■ Stop");
@@ -52,11 +56,15 @@ export function scriptPage(root, { id }, query) {
     const text = editor.getValue();
     saveBtn.disabled = true;
     try {
-      await api.saveScript(id, text);
+      await api.saveScript(id, text, noteInput.value.trim());
       saved = text;
+      noteInput.value = "";
+      noteInput.removeAttribute("aria-invalid");
       updateDirty();
       toast("Script saved — it is used from the next run");
+      if (header) header.refresh();
     } catch (e) {
+      if (e.field === "note" || e.field === "scriptNote") { noteInput.setAttribute("aria-invalid", "true"); noteInput.focus(); }
       toast(e.message, "bad");
     } finally {
       saveBtn.disabled = false;
@@ -147,7 +155,7 @@ export function scriptPage(root, { id }, query) {
     fill(root, header.node,
       el("div", { class: "ide" },
         el("section", { class: "panel", "aria-label": "Script editor" },
-          el("div", { class: "ide-bar" }, el("span", { class: "title" }, "script.js"), dirtyNote, el("div", { class: "spacer" }), saveBtn),
+          el("div", { class: "ide-bar" }, el("span", { class: "title" }, "script.js"), dirtyNote, el("div", { class: "spacer" }), noteInput, saveBtn),
           editorHost),
         el("section", { class: "panel", "aria-label": "Debug console" },
           el("div", { class: "ide-bar" }, el("span", { class: "title" }, "Console"), runState, el("div", { class: "spacer" }), clearBtn, stopBtn, debugBtn),
@@ -156,6 +164,7 @@ export function scriptPage(root, { id }, query) {
       label: "Job script", onChange: updateDirty, onSave: save, onDebug: debug,
     });
     saveBtn.addEventListener("click", save);
+    noteInput.addEventListener("keydown", (ev) => { if (ev.key === "Enter") { ev.preventDefault(); save(); } });
     debugBtn.addEventListener("click", debug);
     stopBtn.addEventListener("click", stop);
     clearBtn.addEventListener("click", () => { if (!ws || !run || run.ended) { fill(consoleEl, emptyConsole()); fill(runState); } });
