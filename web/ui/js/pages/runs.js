@@ -41,8 +41,9 @@ export function runsPage(root, { id }, query) {
   const occTable = el("div", { class: "table-wrap", id: "occurrences-wrap" }, el("table", { id: "occurrences-table" },
     el("thead", {}, el("tr", {},
       el("th", { scope: "col" }, el("span", { class: "visually-hidden" }, "Attempts shown")),
-      el("th", { scope: "col" }, "Scheduled"), el("th", { scope: "col" }, "Occurrence"), el("th", { scope: "col" }, "Trigger"),
-      el("th", { scope: "col" }, "Outcome"), el("th", { scope: "col", class: "num" }, "Attempts"), el("th", { scope: "col", class: "num" }, "Duplicates"),
+      el("th", { scope: "col" }, "Occurrence"), el("th", { scope: "col" }, "Trigger"),
+      el("th", { scope: "col" }, "Outcome"), el("th", { scope: "col", class: "num" }, "Attempts"),
+      el("th", { scope: "col", class: "num" }, el("abbr", { title: "Duplicates: further attempts to run the occurrence that were suppressed" }, "Dupl.")),
       el("th", { scope: "col" }, el("span", { class: "visually-hidden" }, "Log")))),
     occBody));
   const runsTable = el("div", { class: "table-wrap", id: "runs-wrap" }, null);
@@ -144,8 +145,8 @@ export function runsPage(root, { id }, query) {
       onclick: attempts.length ? toggle : null,
     },
       el("td", { class: "expand-cell" }, expand),
-      el("td", { class: "nowrap" }, timeEl(o.scheduledAt), el("div", { class: "faint small" }, fmtRelative(o.scheduledAt))),
-      el("td", {}, el("code", { class: "occ-id", title: o.occurrenceId }, shortOccurrence(o.occurrenceId))),
+      el("td", { class: "nowrap" }, timeEl(o.scheduledAt), el("span", { class: "faint small" }, ` · ${fmtRelative(o.scheduledAt)}`),
+        el("div", {}, el("code", { class: "occ-id", title: o.occurrenceId }, shortOccurrence(o.occurrenceId)))),
       el("td", { class: "muted" }, o.trigger),
       el("td", {}, badge(o.outcome)),
       el("td", { class: "num attempts" }, attempts.length > 1 ? el("b", {}, String(attempts.length)) : String(attempts.length)),
@@ -154,23 +155,21 @@ export function runsPage(root, { id }, query) {
     if (open) {
       // Oldest first reads like what happened.
       const inOrder = [...attempts].sort((a, b) => (a.attempt || 1) - (b.attempt || 1));
-      rows.push(el("tr", { class: "attempts-row", id: attemptsId }, el("td", {}), el("td", { colspan: 7 },
+      rows.push(el("tr", { class: "attempts-row", id: attemptsId }, el("td", {}), el("td", { colspan: 6 },
         el("table", { class: "attempts compact", "aria-label": `Attempts of the occurrence scheduled ${fmtFull(o.scheduledAt)}` },
           el("thead", {}, el("tr", {},
             el("th", { scope: "col" }, "Attempt"), el("th", { scope: "col" }, "Started"), el("th", { scope: "col" }, "Outcome"),
-            el("th", { scope: "col" }, "Duration"), el("th", { scope: "col" }, "Script"), el("th", { scope: "col" }, "Node"),
-            el("th", { scope: "col" }, "Error"), el("th", { scope: "col" }, el("span", { class: "visually-hidden" }, "Log")))),
+            el("th", { scope: "col" }, "Duration"), el("th", { scope: "col" }, "Script"),
+            el("th", { scope: "col" }, el("span", { class: "visually-hidden" }, "Log")))),
           el("tbody", {}, inOrder.map((r) => el("tr", {
             class: `attempt-row run-row${selected === r.runId ? " selected" : ""}`, dataset: { runId: r.runId, attempt: r.attempt || 1, outcome: r.outcome },
             onclick: () => select(r.runId),
           },
             el("td", {}, `#${r.attempt || 1}`),
             el("td", { class: "nowrap" }, r.startedAt ? timeEl(r.startedAt) : el("span", { class: "faint" }, "—")),
-            el("td", {}, badge(r.outcome)),
+            el("td", {}, badge(r.outcome), r.error ? el("div", { class: "small err-cell" }, r.error.message) : null),
             el("td", { class: "num" }, fmtMs(r.durationMs)),
             el("td", { class: "muted" }, r.scriptVersion ? `v${r.scriptVersion}` : "—"),
-            el("td", { class: "muted small" }, r.node),
-            el("td", { class: "small err-cell" }, r.error ? r.error.message : ""),
             el("td", { class: "actions" }, logButton(r)))))))));
     }
     return rows;
@@ -212,7 +211,7 @@ export function runsPage(root, { id }, query) {
   function renderOccurrences() {
     preserveFocus(occBody, () => {
       if (!occurrences.length) {
-        fill(occBody, el("tr", {}, el("td", { colspan: 8, class: "empty" }, "No occurrences yet. Start the job, or use Run now.")));
+        fill(occBody, el("tr", {}, el("td", { colspan: 7, class: "empty" }, "No occurrences yet. Start the job, or use Run now.")));
       } else fill(occBody, occurrences.flatMap(occRows));
     });
     preserveFocus(more, () => fill(more,
