@@ -22,7 +22,8 @@ use futures_util::future::join_all;
 
 use super::{JobListQuery, JobOrder, RunListQuery, Store, StoreError};
 use crate::job::{
-    ExecType, Job, LastRun, LogLine, MisfirePolicy, OverlapPolicy, RunRecord, Trigger, outcome,
+    ExecType, Job, LastRun, LogLine, MisfirePolicy, OverlapPolicy, RetryPolicy, RunRecord,
+    ScriptVersion, Trigger, outcome,
 };
 
 /// A fresh, empty store for one check, and whatever must live as long as it (a temp
@@ -61,6 +62,13 @@ macro_rules! store_conformance_tests {
             check_records_of_deleted_job_dropped,
             check_concurrent_creates,
             check_writes_after_close,
+            check_policies_round_trip,
+            check_script_versions,
+            check_duplicate_script_version_refused,
+            check_run_attempt_fields_round_trip,
+            check_duplicates_survive_upsert,
+            check_note_duplicate,
+            check_list_runs_since,
         );
     };
     (@each $make:expr; $($check:ident),* $(,)?) => {
@@ -290,8 +298,9 @@ pub async fn check_update(store: &Arc<dyn Store>) {
         retry: Default::default(),
         jitter_s: 0,
         paused_until_ms: None,
-        script_version: 1,
-        script_note: String::new(),
+        // A new script is a new version; the caller numbers it.
+        script_version: 2,
+        script_note: "v2".to_owned(),
         version: 2,
         updated_at_ms: T0 + 1_000,
         // Neither of these may be taken from an update.
@@ -1323,4 +1332,514 @@ pub async fn check_writes_after_close(store: &Arc<dyn Store>) {
     }
     // Closing twice is harmless.
     store.close().await;
+}
+
+/// Every overlap and misfire choice, and the numbers of retries, jitter, pause and the
+/// script version, survive create, update, and every read.
+pub async fn check_policies_round_trip(store: &Arc<dyn Store>) {
+    let store = &**store;
+    let mut jobs = Vec::new();
+    for (i, overlap) in OverlapPolicy::ALL.into_iter().enumerate() {
+        for (k, misfire) in MisfirePolicy::ALL.into_iter().enumerate() {
+            let n = (i * MisfirePolicy::ALL.len() + k) as u32;
+            jobs.push(Job {
+                overlap,
+                misfire,
+                enabled: n.is_multiple_of(2),
+                max_concurrent: 2 + n,
+                max_catch_up: 100 + n,
+                retry: RetryPolicy {
+                    max_retries: n,
+                    backoff_ms: 500 + u64::from(n),
+                    max_backoff_ms: 1 << 40,
+                },
+                jitter_s: 30 + n,
+                paused_until_ms: (!n.is_multiple_of(3)).then_some(T0 + i64::from(n)),
+                script_version: 1,
+                script_note: format!("note {n} — ünïcødé"),
+                ..sample_job(&format!("pol-{n:02}"))
+            });
+        }
+    }
+    for j in &jobs {
+        create(store, j, "p()").await;
+    }
+    for j in &jobs {
+        assert_eq!(&get(store, &j.id).await, j, "job {} reads back", j.id);
+    }
+    let (listed, _) = store.list_jobs(&all()).await.expect("list");
+    let mut expected = jobs.clone();
+    expected.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(listed, expected, "list_jobs reads every field");
+    let mut enabled = store.enabled_jobs().await.expect("enabled");
+    enabled.sort_by(|a, b| a.id.cmp(&b.id));
+    let expected_enabled: Vec<Job> = expected.iter().filter(|j| j.enabled).cloned().collect();
+    assert_eq!(enabled, expected_enabled, "enabled_jobs reads every field");
+
+    // An update replaces every policy, extremes included, with or without a script.
+    let first = &jobs[0];
+    let changed = Job {
+        overlap: OverlapPolicy::Replace,
+        misfire: MisfirePolicy::RunAll,
+        max_concurrent: u32::MAX,
+        max_catch_up: 0,
+        retry: RetryPolicy {
+            max_retries: u32::MAX,
+            backoff_ms: 0,
+            max_backoff_ms: i64::MAX as u64,
+        },
+        jitter_s: u32::MAX,
+        paused_until_ms: Some(i64::MAX),
+        version: first.version + 1,
+        updated_at_ms: T0 + 9,
+        ..first.clone()
+    };
+    store
+        .update_job(&changed, None, first.version)
+        .await
+        .expect("update policies");
+    assert_eq!(get(store, &first.id).await, changed);
+    let unpaused = Job {
+        paused_until_ms: None,
+        overlap: OverlapPolicy::Allow,
+        misfire: MisfirePolicy::Skip,
+        version: changed.version + 1,
+        script_version: 2,
+        script_note: String::new(),
+        ..changed.clone()
+    };
+    store
+        .update_job(&unpaused, Some("p2()"), changed.version)
+        .await
+        .expect("update policies and script");
+    assert_eq!(get(store, &first.id).await, unpaused);
+}
+
+/// Create keeps the script as version 1, an update with a script adds the next, an
+/// update without one adds none; versions list newest first without their sources, and
+/// go with their job.
+pub async fn check_script_versions(store: &Arc<dyn Store>) {
+    let store = &**store;
+    let v1 = Job {
+        script_note: "first".to_owned(),
+        ..sample_job("sv")
+    };
+    create(store, &v1, "one()").await;
+    create(store, &sample_job("other"), "other()").await;
+    let listed = store.list_script_versions("sv").await.expect("list");
+    assert_eq!(
+        listed,
+        vec![ScriptVersion {
+            version: 1,
+            note: "first".to_owned(),
+            created_at_ms: T0,
+            bytes: 5,
+            source: None,
+        }]
+    );
+
+    let source2 = "console.log('héllo 世界 🚀');".to_owned();
+    let v2 = Job {
+        script_version: 2,
+        script_note: "second: ünïcødé".to_owned(),
+        version: 2,
+        updated_at_ms: T0 + 1_000,
+        ..v1.clone()
+    };
+    store
+        .update_job(&v2, Some(&source2), 1)
+        .await
+        .expect("update with script");
+    assert_eq!(get(store, "sv").await, v2);
+    assert_eq!(
+        store.get_script("sv").await.expect("script"),
+        Some(source2.clone())
+    );
+
+    // Without a script: the job changes, its versions do not.
+    let v3 = Job {
+        name: "renamed".to_owned(),
+        version: 3,
+        updated_at_ms: T0 + 2_000,
+        ..v2.clone()
+    };
+    store
+        .update_job(&v3, None, 2)
+        .await
+        .expect("update without script");
+    assert_eq!(get(store, "sv").await, v3);
+
+    let listed = store.list_script_versions("sv").await.expect("list");
+    assert_eq!(
+        listed,
+        vec![
+            ScriptVersion {
+                version: 2,
+                note: "second: ünïcødé".to_owned(),
+                created_at_ms: T0 + 1_000,
+                bytes: source2.len() as u64,
+                source: None,
+            },
+            ScriptVersion {
+                version: 1,
+                note: "first".to_owned(),
+                created_at_ms: T0,
+                bytes: 5,
+                source: None,
+            },
+        ],
+        "newest first, without sources, bytes counted in UTF-8"
+    );
+    assert_eq!(
+        store.get_script_version("sv", 2).await.expect("get v2"),
+        Some(ScriptVersion {
+            source: Some(source2.clone()),
+            ..listed[0].clone()
+        })
+    );
+    assert_eq!(
+        store.get_script_version("sv", 1).await.expect("get v1"),
+        Some(ScriptVersion {
+            source: Some("one()".to_owned()),
+            ..listed[1].clone()
+        })
+    );
+    assert_eq!(store.get_script_version("sv", 3).await.expect("get"), None);
+    assert_eq!(
+        store.get_script_version("sv", u64::MAX).await.expect("get"),
+        None
+    );
+    assert_eq!(
+        store.get_script_version("nobody", 1).await.expect("get"),
+        None
+    );
+    assert!(
+        store
+            .list_script_versions("nobody")
+            .await
+            .expect("list")
+            .is_empty()
+    );
+
+    // Versions go with their job, and only with it.
+    assert!(store.delete_job("sv").await.expect("delete"));
+    assert!(
+        store
+            .list_script_versions("sv")
+            .await
+            .expect("list")
+            .is_empty()
+    );
+    assert_eq!(store.get_script_version("sv", 1).await.expect("get"), None);
+    assert_eq!(
+        store
+            .list_script_versions("other")
+            .await
+            .expect("list")
+            .len(),
+        1
+    );
+    // A new job with the id starts from its own version 1.
+    create(store, &sample_job("sv"), "again()").await;
+    let listed = store.list_script_versions("sv").await.expect("list");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        store
+            .get_script_version("sv", 1)
+            .await
+            .expect("get")
+            .and_then(|v| v.source)
+            .as_deref(),
+        Some("again()")
+    );
+}
+
+/// Saving a script under a version number that exists is a conflict that changes
+/// nothing.
+pub async fn check_duplicate_script_version_refused(store: &Arc<dyn Store>) {
+    let store = &**store;
+    let v1 = sample_job("dv");
+    create(store, &v1, "one()").await;
+    let v2 = Job {
+        script_version: 2,
+        script_note: "two".to_owned(),
+        version: 2,
+        updated_at_ms: T0 + 1,
+        ..v1.clone()
+    };
+    store
+        .update_job(&v2, Some("two()"), 1)
+        .await
+        .expect("save v2");
+    // Right job version, but script version 2 again (another writer saved it).
+    let again = Job {
+        name: "lost".to_owned(),
+        script_note: "two again".to_owned(),
+        version: 3,
+        updated_at_ms: T0 + 2,
+        ..v2.clone()
+    };
+    match store.update_job(&again, Some("two-again()"), 2).await {
+        Err(StoreError::VersionConflict { id, .. }) => assert_eq!(id, "dv"),
+        r => panic!("a second save of version 2 must be VersionConflict, got {r:?}"),
+    }
+    assert_eq!(get(store, "dv").await, v2, "the job is unchanged");
+    assert_eq!(
+        store.get_script("dv").await.expect("script").as_deref(),
+        Some("two()")
+    );
+    let listed = store.list_script_versions("dv").await.expect("list");
+    assert_eq!(
+        listed
+            .iter()
+            .map(|v| (v.version, v.note.as_str()))
+            .collect::<Vec<_>>(),
+        [(2, "two"), (1, "")]
+    );
+    assert_eq!(
+        store
+            .get_script_version("dv", 2)
+            .await
+            .expect("get")
+            .and_then(|v| v.source)
+            .as_deref(),
+        Some("two()")
+    );
+    // Version 1 again (going backwards) is refused too.
+    let back = Job {
+        script_version: 1,
+        version: 3,
+        ..v2.clone()
+    };
+    assert!(matches!(
+        store.update_job(&back, Some("one-again()"), 2).await,
+        Err(StoreError::VersionConflict { .. })
+    ));
+    assert_eq!(get(store, "dv").await, v2);
+}
+
+pub async fn check_run_attempt_fields_round_trip(store: &Arc<dyn Store>) {
+    let store = &**store;
+    create(store, &sample_job("at"), "").await;
+    let runs = vec![
+        RunRecord {
+            attempt: 3,
+            script_version: Some(7),
+            duplicates: 2,
+            ..sample_run("at-1", "at", T0)
+        },
+        RunRecord {
+            attempt: u32::MAX,
+            script_version: Some(i64::MAX as u64),
+            duplicates: u32::MAX,
+            ..sample_run("at-2", "at", T0 + 1)
+        },
+        sample_run("at-3", "at", T0 + 2),
+    ];
+    record(store, &runs).await;
+    for r in &runs {
+        assert_eq!(
+            store.get_run(&r.run_id).await.expect("get run").as_ref(),
+            Some(r)
+        );
+    }
+    let listed = store
+        .list_runs("at", &runs_query(10))
+        .await
+        .expect("list runs");
+    let expected: Vec<RunRecord> = runs.iter().rev().map(without_log).collect();
+    assert_eq!(listed, expected);
+    let recent = store.recent_runs(T0, 10).await.expect("recent runs");
+    assert_eq!(recent, expected);
+}
+
+/// A duplicate counted between the `running` record and the final one is kept.
+pub async fn check_duplicates_survive_upsert(store: &Arc<dyn Store>) {
+    let store = &**store;
+    create(store, &sample_job("ds"), "").await;
+    let running = RunRecord {
+        outcome: outcome::RUNNING.to_owned(),
+        ended_at_ms: None,
+        script_version: Some(1),
+        ..sample_run("ds-1", "ds", T0)
+    };
+    record(store, std::slice::from_ref(&running)).await;
+    assert!(store.note_duplicate("ds", T0).await.expect("note"));
+    assert!(store.note_duplicate("ds", T0).await.expect("note"));
+    let stored = store.get_run("ds-1").await.expect("get").expect("run");
+    assert_eq!(stored.duplicates, 2);
+    assert_eq!(stored.outcome, outcome::RUNNING);
+
+    // The final record knows nothing of them.
+    let done = RunRecord {
+        attempt: 2,
+        ..sample_run("ds-1", "ds", T0)
+    };
+    record(store, std::slice::from_ref(&done)).await;
+    let stored = store.get_run("ds-1").await.expect("get").expect("run");
+    assert_eq!(
+        stored,
+        RunRecord {
+            duplicates: 2,
+            ..done.clone()
+        },
+        "the upsert replaces everything but the duplicates count"
+    );
+    // A record that counted more itself wins.
+    let more = RunRecord {
+        duplicates: 5,
+        ..done.clone()
+    };
+    record(store, std::slice::from_ref(&more)).await;
+    assert_eq!(
+        store.get_run("ds-1").await.expect("get").expect("run"),
+        more
+    );
+    // Twice in one batch: the last record wins, the count still only grows.
+    record(
+        store,
+        &[
+            RunRecord {
+                duplicates: 9,
+                ..done.clone()
+            },
+            done.clone(),
+        ],
+    )
+    .await;
+    let stored = store.get_run("ds-1").await.expect("get").expect("run");
+    assert!(stored.duplicates >= 5, "{}", stored.duplicates);
+    assert_eq!(
+        RunRecord {
+            duplicates: 0,
+            ..stored
+        },
+        done
+    );
+}
+
+/// `note_duplicate` counts on the newest (by run id) non-manual record of the
+/// occurrence, and only there.
+pub async fn check_note_duplicate(store: &Arc<dyn Store>) {
+    let store = &**store;
+    create(store, &sample_job("nd"), "").await;
+    create(store, &sample_job("nd2"), "").await;
+    let runs = vec![
+        sample_run("nd-1", "nd", T0),
+        RunRecord {
+            trigger: Trigger::Misfire,
+            attempt: 2,
+            ..sample_run("nd-2", "nd", T0)
+        },
+        // Newest by run id, but a manual run is an occurrence of its own.
+        RunRecord {
+            trigger: Trigger::Manual,
+            ..sample_run("nd-3", "nd", T0)
+        },
+        sample_run("nd-4", "nd", T0 + 1),
+        RunRecord {
+            trigger: Trigger::Manual,
+            ..sample_run("nd-5", "nd", T0 + 2)
+        },
+        // The same instant in another job.
+        sample_run("nd-9", "nd2", T0),
+    ];
+    record(store, &runs).await;
+    assert!(store.note_duplicate("nd", T0).await.expect("note"));
+    let dups = |id: &'static str| async move {
+        store
+            .get_run(id)
+            .await
+            .expect("get run")
+            .unwrap_or_else(|| panic!("run {id} is missing"))
+            .duplicates
+    };
+    assert_eq!(
+        dups("nd-2").await,
+        1,
+        "the newest non-manual record counts it"
+    );
+    assert_eq!(dups("nd-1").await, 0);
+    assert_eq!(dups("nd-3").await, 0, "manual runs are never counted on");
+    assert_eq!(dups("nd-9").await, 0, "other jobs are untouched");
+    assert!(store.note_duplicate("nd", T0 + 1).await.expect("note"));
+    assert_eq!(dups("nd-4").await, 1);
+    assert_eq!(dups("nd-2").await, 1);
+
+    // Unknown occurrences, and one with only a manual run.
+    assert!(!store.note_duplicate("nd", T0 + 2).await.expect("note"));
+    assert_eq!(dups("nd-5").await, 0);
+    assert!(!store.note_duplicate("nd", T0 + 3).await.expect("note"));
+    assert!(!store.note_duplicate("nobody", T0).await.expect("note"));
+    assert!(!store.note_duplicate("nd", T0 - 1).await.expect("note"));
+}
+
+pub async fn check_list_runs_since(store: &Arc<dyn Store>) {
+    let store = &**store;
+    create(store, &sample_job("si"), "").await;
+    create(store, &sample_job("si2"), "").await;
+    let mut runs = Vec::new();
+    for i in 0..20i64 {
+        runs.push(RunRecord {
+            outcome: if i % 2 == 0 { "succeeded" } else { "failed" }.to_owned(),
+            ..sample_run(&format!("si-{i:02}"), "si", T0 + i * 100)
+        });
+        runs.push(sample_run(&format!("si2-{i:02}"), "si2", T0 + i * 100));
+    }
+    record(store, &runs).await;
+    let query = |since_ms, before_ms, outcome: Option<&str>, limit| RunListQuery {
+        since_ms,
+        before_ms,
+        outcome: outcome.map(str::to_owned),
+        limit,
+    };
+    let names = |from: i64, to: i64| -> Vec<String> {
+        (from..to).rev().map(|i| format!("si-{i:02}")).collect()
+    };
+    let got = store
+        .list_runs("si", &query(Some(T0 + 1_500), None, None, 100))
+        .await
+        .expect("since");
+    assert_eq!(run_ids(&got), names(15, 20), "at or after the instant");
+    let got = store
+        .list_runs("si", &query(Some(T0 + 1_450), None, None, 100))
+        .await
+        .expect("since between runs");
+    assert_eq!(run_ids(&got), names(15, 20));
+    let got = store
+        .list_runs("si", &query(Some(T0 + 500), Some(T0 + 800), None, 100))
+        .await
+        .expect("a window");
+    assert_eq!(
+        run_ids(&got),
+        names(5, 8),
+        "since inclusive, before exclusive"
+    );
+    let got = store
+        .list_runs(
+            "si",
+            &query(Some(T0 + 300), Some(T0 + 1_600), Some("failed"), 3),
+        )
+        .await
+        .expect("everything at once");
+    assert_eq!(run_ids(&got), ["si-15", "si-13", "si-11"]);
+    assert!(
+        store
+            .list_runs("si", &query(Some(T0 + 2_000), None, None, 100))
+            .await
+            .expect("after the last")
+            .is_empty()
+    );
+    assert!(
+        store
+            .list_runs("si", &query(Some(T0 + 800), Some(T0 + 800), None, 100))
+            .await
+            .expect("an empty window")
+            .is_empty()
+    );
+    let got = store
+        .list_runs("si", &query(Some(i64::MIN), None, None, 100))
+        .await
+        .expect("since the beginning");
+    assert_eq!(got.len(), 20);
 }

@@ -1,6 +1,6 @@
-//! Storage of jobs, scripts and run history behind one trait, [`Store`], that every
-//! backend implements: the embedded SQLite store of standalone mode here, and the
-//! cluster stores (PostgreSQL, MongoDB) later.
+//! Storage of jobs, scripts (and every saved version of them) and run history behind
+//! one trait, [`Store`], that every backend implements: the embedded SQLite store of
+//! standalone mode, and the cluster stores (PostgreSQL, MongoDB).
 //!
 //! A store validates nothing about jobs (the service does) and schedules nothing. Its
 //! promise: a write that returned `Ok` survives `kill -9` of the process right after.
@@ -100,7 +100,9 @@ pub trait Store: Send + Sync + 'static {
     async fn count_jobs(&self) -> StoreResult<(u64, u64)>;
 
     /// Inserts or replaces run records by `run_id`, all in one transaction, and folds
-    /// them into their jobs' [`crate::job::LastRun`] (never moving it backwards).
+    /// them into their jobs' [`crate::job::LastRun`] (never moving it backwards). A
+    /// replaced record keeps the greater of its stored and its new `duplicates`, so a
+    /// [`Store::note_duplicate`] between two records of a run is not lost.
     /// Records of jobs that no longer exist are dropped silently.
     async fn record_runs(&self, runs: &[RunRecord]) -> StoreResult<()>;
 

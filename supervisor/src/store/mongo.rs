@@ -1,11 +1,14 @@
 //! The MongoDB cluster store (`-mg mongodb://…`, as the seed's compose file).
 //!
 //! Layout: the database named in the URL (`traitor` when it names none) holds, for each
-//! cluster, the collections `<cluster>_jobs`, `<cluster>_scripts`, `<cluster>_runs` and
-//! `<cluster>_meta` (the schema version), so clusters sharing a server never see each
-//! other's documents. A job's `_id` is its id and a run's `_id` its run id: the `_id`
-//! index is the unique index that turns a second create into `Duplicate`. Secondary
-//! indexes are created at connect. The driver is pinned below 3.9, the last line that
+//! cluster, the collections `<cluster>_jobs`, `<cluster>_scripts`,
+//! `<cluster>_script_versions`, `<cluster>_runs` and `<cluster>_meta` (the schema
+//! version), so clusters sharing a server never see each other's documents. A job's
+//! `_id` is its id and a run's `_id` its run id: the `_id` index is the unique index
+//! that turns a second create into `Duplicate`; a unique index on `(job_id, version)`
+//! does the same for script versions. Secondary indexes are created at connect, then
+//! documents of an older schema version are upgraded (idempotently, so nodes starting
+//! together may all do it). The driver is pinned below 3.9, the last line that
 //! still talks to MongoDB 4.2 (the seed's server); 4.2 is also the oldest server this
 //! store works with (it uses aggregation-pipeline updates and `$$NOW`).
 //!
@@ -21,6 +24,12 @@
 //!   pointed at; revisions other than the current one are deleted once older than
 //!   [`SCRIPT_GRACE_MS`] by the server's clock (so an update in flight never loses its
 //!   revision), and all of a job's go with the job.
+//! - Script versions follow the same rule: the version a save makes is written before
+//!   the job update (the unique index refusing a number that is taken), and counts only
+//!   once the job's `script_version` has reached it; reads never show a version above
+//!   it. A save that lost deletes its version; one abandoned by a dead process is
+//!   deleted when its number is saved again after [`SCRIPT_GRACE_MS`]. A create writes
+//!   version 1 after the job (the job insert decides `Duplicate`), best effort.
 //! - `record_runs` upserts each run by id, then folds the batch into each job with one
 //!   pipeline update per job (monotonic `$max`, and a conditional switch of the
 //!   outcome), then deletes the records of jobs deleted meanwhile. It is not atomic as
@@ -59,17 +68,17 @@ use mongodb::{Client, Collection, IndexModel};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 use self::docs::{
-    int, is_finished, job_doc, job_update_fields, literal_regex, read_job, read_run, run_doc,
-    string, to_i64,
+    int, is_finished, job_doc, job_update_fields, literal_regex, read_job, read_run,
+    read_script_version, run_upsert, string, to_i64, version_fields,
 };
 use super::{JobListQuery, JobOrder, RunListQuery, Store, StoreError, StoreResult};
-use crate::job::ScriptVersion;
-use crate::job::{Job, RunRecord};
+use crate::job::{Job, RunRecord, ScriptVersion, Trigger};
 
 /// The database used when the URL names none.
 const DEFAULT_DATABASE: &str = "traitor";
 /// The schema version this build writes (the shape of the documents and indexes).
-const SCHEMA_VERSION: i64 = 1;
+/// 2: the policies of issue 6, script versions, and the runs' attempt and duplicates.
+const SCHEMA_VERSION: i64 = 2;
 /// Longest cluster name: collection namespaces are limited (120 bytes on 4.2).
 const MAX_CLUSTER_LEN: usize = 64;
 /// How long server selection may take before a call counts as "store down", unless the
@@ -103,6 +112,8 @@ pub struct MongoStore {
     client: Client,
     jobs: Collection<Document>,
     scripts: Collection<Document>,
+    /// Every saved version of every job's script; `(job_id, version)` unique.
+    versions: Collection<Document>,
     runs: Collection<Document>,
     /// Set by `close`; every call checks it first.
     closed: AtomicBool,
@@ -177,18 +188,25 @@ impl MongoStore {
         let store = MongoStore {
             jobs: coll("jobs"),
             scripts: coll("scripts"),
+            versions: coll("script_versions"),
             runs: coll("runs"),
             client: client.clone(),
             closed: AtomicBool::new(false),
             in_flight: Semaphore::new(MAX_IN_FLIGHT as usize),
         };
-        check_schema(&coll("meta"))
+        let meta = coll("meta");
+        refuse_newer_schema(&meta)
             .await
             .with_context(|| format!("check the schema of cluster {cluster:?}"))?;
+        // Before the upgrade: it relies on the unique index of the versions.
         store
             .create_indexes()
             .await
             .with_context(|| format!("create the indexes of cluster {cluster:?}"))?;
+        store
+            .upgrade(&meta)
+            .await
+            .with_context(|| format!("upgrade the schema of cluster {cluster:?}"))?;
         Ok(store)
     }
 
@@ -214,6 +232,18 @@ impl MongoStore {
             .create_indexes([index(doc! { "job_id": 1 }, "by_job")])
             .await
             .context("index scripts")?;
+        self.versions
+            .create_indexes([IndexModel::builder()
+                .keys(doc! { "job_id": 1, "version": 1 })
+                .options(
+                    IndexOptions::builder()
+                        .name("by_job_version".to_owned())
+                        .unique(true)
+                        .build(),
+                )
+                .build()])
+            .await
+            .context("index script versions")?;
         self.runs
             .create_indexes([
                 index(
@@ -237,22 +267,29 @@ impl MongoStore {
     }
 }
 
-/// Records this build's schema version, refusing a newer one.
-async fn check_schema(meta: &Collection<Document>) -> anyhow::Result<()> {
-    if let Some(found) = meta
+/// The schema version of the cluster's collections (0: none yet), refusing a newer one
+/// than this build knows.
+async fn refuse_newer_schema(meta: &Collection<Document>) -> anyhow::Result<i64> {
+    let Some(found) = meta
         .find_one(doc! { "_id": "schema" })
         .await
         .context("read the schema version")?
-    {
-        let version = int(&found, "version").context("read the schema version")?;
-        if version > SCHEMA_VERSION {
-            bail!(
-                "the collections have schema version {version}, but this build of traitor \
-                 only knows versions up to {SCHEMA_VERSION}: they were written by a newer \
-                 traitor; run that version"
-            );
-        }
+    else {
+        return Ok(0);
+    };
+    let version = int(&found, "version").context("read the schema version")?;
+    if version > SCHEMA_VERSION {
+        bail!(
+            "the collections have schema version {version}, but this build of traitor \
+             only knows versions up to {SCHEMA_VERSION}: they were written by a newer \
+             traitor; run that version"
+        );
     }
+    Ok(version)
+}
+
+/// Records this build's schema version (never lowering it).
+async fn record_schema(meta: &Collection<Document>) -> anyhow::Result<()> {
     let bump = doc! { "$max": { "version": SCHEMA_VERSION } };
     match meta
         .update_one(doc! { "_id": "schema" }, bump.clone())
@@ -453,6 +490,134 @@ fn fold_update(f: &Fold<'_>) -> Vec<Document> {
 }
 
 impl MongoStore {
+    /// Brings documents written under an older schema version up to this build's, then
+    /// records the version. Every step is idempotent: nodes starting together may all
+    /// run it.
+    async fn upgrade(&self, meta: &Collection<Document>) -> anyhow::Result<()> {
+        if refuse_newer_schema(meta).await? < 2 {
+            // Version 2: every job has its current script as a version. (The new fields
+            // of jobs and runs read as their defaults where missing; see `docs`.)
+            // Versions that exist are kept, so a job saved meanwhile loses nothing.
+            self.jobs
+                .aggregate([
+                    doc! { "$lookup": {
+                        "from": self.scripts.name(),
+                        "localField": "script_rev",
+                        "foreignField": "_id",
+                        "as": "s",
+                    } },
+                    doc! { "$unwind": "$s" },
+                    doc! { "$project": {
+                        "_id": 0,
+                        "job_id": "$_id",
+                        "version": { "$ifNull": ["$script_version", 1i64] },
+                        "rev": "$script_rev",
+                        "source": "$s.source",
+                        "note": { "$ifNull": ["$script_note", ""] },
+                        // When the script was saved is not known; the job's last change
+                        // is the closest instant that is.
+                        "created_at_ms": "$updated_at_ms",
+                    } },
+                    doc! { "$merge": {
+                        "into": self.versions.name(),
+                        "on": ["job_id", "version"],
+                        "whenMatched": "keepExisting",
+                        "whenNotMatched": "insert",
+                    } },
+                ])
+                .await
+                .context("keep the current scripts as versions")?;
+        }
+        record_schema(meta).await
+    }
+
+    /// Inserts a script version unless one with its `(job_id, version)` exists
+    /// (`Ok(false)`). Stamped with the server's clock, like revisions.
+    async fn insert_version(&self, fields: Document) -> StoreResult<bool> {
+        // The filter names the fresh revision, so it never matches and the upsert always
+        // inserts: the unique index is what refuses a second version.
+        let mut filter = fields.clone();
+        filter.remove("source");
+        filter.remove("note");
+        filter.remove("created_at_ms");
+        let res = self
+            .versions
+            .update_one(
+                filter,
+                doc! { "$set": fields, "$currentDate": { "at": true } },
+            )
+            .upsert(true)
+            .await;
+        match res {
+            Ok(_) => Ok(true),
+            Err(e) if is_duplicate_key(&e) => Ok(false),
+            Err(e) => Err(mongo_err(e, "insert script version")),
+        }
+    }
+
+    /// Saves `source` as the job's script version `job.script_version`, written before
+    /// the job update that makes it count. `VersionConflict` if that version is saved
+    /// already (or being saved).
+    async fn save_version(
+        &self,
+        job: &Job,
+        source: &str,
+        rev: &str,
+        expected: u64,
+    ) -> StoreResult<()> {
+        let fields = version_fields(job, source, rev, job.updated_at_ms).ctx("update job")?;
+        if self.insert_version(fields.clone()).await? {
+            return Ok(());
+        }
+        // Someone has the number. If the job has not reached it, that save never counted
+        // (it failed, or its process died between its two writes) or is still under way;
+        // once it is older than the grace period it is the former, and goes.
+        let Some(current) = self.current_script_version(&job.id).await? else {
+            return Err(StoreError::NotFound(job.id.clone()));
+        };
+        let number = to_i64(job.script_version, "script_version").ctx("update job")?;
+        if current < number {
+            let gone = self
+                .versions
+                .delete_one(doc! {
+                    "job_id": &job.id,
+                    "version": number,
+                    "$expr": { "$lt": ["$at", { "$subtract": ["$$NOW", SCRIPT_GRACE_MS] }] },
+                })
+                .await
+                .ctx("delete an abandoned script version")?
+                .deleted_count;
+            if gone > 0 && self.insert_version(fields).await? {
+                return Ok(());
+            }
+        }
+        Err(StoreError::VersionConflict {
+            id: job.id.clone(),
+            expected,
+        })
+    }
+
+    /// The job's current script version; `None` if there is no such job. Versions above
+    /// it are saves that did not (or not yet) count, and are never shown.
+    async fn current_script_version(&self, job_id: &str) -> StoreResult<Option<i64>> {
+        let Some(job) = self
+            .jobs
+            .find_one(doc! { "_id": job_id })
+            .projection(doc! { "script_version": 1 })
+            .await
+            .ctx("get job of script versions")?
+        else {
+            return Ok(None);
+        };
+        // A job from before schema version 2 is at its first version.
+        match job.get("script_version") {
+            None => Ok(Some(1)),
+            Some(_) => int(&job, "script_version")
+                .map(Some)
+                .ctx("read script version of job"),
+        }
+    }
+
     /// Writes a script revision (stamped with the server's clock).
     async fn put_script(&self, rev: &str, job_id: &str, source: &str) -> StoreResult<()> {
         self.scripts
@@ -467,6 +632,18 @@ impl MongoStore {
             .await
             .ctx("write script")?;
         Ok(())
+    }
+
+    /// Deletes the version a save that lost wrote; a failure only leaves a version that
+    /// is never shown, and goes when the number is saved again after the grace period.
+    async fn drop_version(&self, job_id: &str, version: u64, rev: &str) {
+        let Ok(version) = i64::try_from(version) else {
+            return;
+        };
+        let filter = doc! { "job_id": job_id, "version": version, "rev": rev };
+        if let Err(e) = self.versions.delete_one(filter).await {
+            tracing::warn!(error = %e, job = job_id, version, "delete an unused script version");
+        }
     }
 
     /// Deletes a revision that lost; a failure only leaves garbage for the grace sweep.
@@ -561,26 +738,79 @@ impl MongoStore {
 
 #[async_trait]
 impl Store for MongoStore {
-    async fn list_script_versions(&self, _job_id: &str) -> StoreResult<Vec<ScriptVersion>> {
-        Err(StoreError::Other(anyhow::anyhow!(
-            "script versions: not implemented yet"
-        )))
+    async fn list_script_versions(&self, job_id: &str) -> StoreResult<Vec<ScriptVersion>> {
+        let _permit = self.enter()?;
+        let Some(current) = self.current_script_version(job_id).await? else {
+            return Ok(Vec::new());
+        };
+        let mut cursor = self
+            .versions
+            .aggregate([
+                doc! { "$match": { "job_id": job_id, "version": { "$lte": current } } },
+                doc! { "$sort": { "version": -1 } },
+                doc! { "$project": {
+                    "_id": 0,
+                    "job_id": 1,
+                    "version": 1,
+                    "note": 1,
+                    "created_at_ms": 1,
+                    "bytes": { "$strLenBytes": "$source" },
+                } },
+            ])
+            .await
+            .ctx("list script versions")?;
+        let mut out = Vec::new();
+        while let Some(d) = cursor.try_next().await.ctx("list script versions")? {
+            out.push(read_script_version(&d, false).ctx("list script versions")?);
+        }
+        Ok(out)
     }
 
     async fn get_script_version(
         &self,
-        _job_id: &str,
-        _version: u64,
+        job_id: &str,
+        version: u64,
     ) -> StoreResult<Option<ScriptVersion>> {
-        Err(StoreError::Other(anyhow::anyhow!(
-            "script versions: not implemented yet"
-        )))
+        let _permit = self.enter()?;
+        let Ok(version) = i64::try_from(version) else {
+            // Never stored: versions are signed 64-bit integers.
+            return Ok(None);
+        };
+        match self.current_script_version(job_id).await? {
+            Some(current) if version <= current => {}
+            _ => return Ok(None),
+        }
+        match self
+            .versions
+            .find_one(doc! { "job_id": job_id, "version": version })
+            .await
+            .ctx("get script version")?
+        {
+            Some(d) => Ok(Some(
+                read_script_version(&d, true).ctx("get script version")?,
+            )),
+            None => Ok(None),
+        }
     }
 
-    async fn note_duplicate(&self, _job_id: &str, _scheduled_ms: i64) -> StoreResult<bool> {
-        Err(StoreError::Other(anyhow::anyhow!(
-            "note_duplicate: not implemented yet"
-        )))
+    async fn note_duplicate(&self, job_id: &str, scheduled_ms: i64) -> StoreResult<bool> {
+        let _permit = self.enter()?;
+        // Run ids are UUID v7 (and a run's `_id`): the greatest is the newest record.
+        let found = self
+            .runs
+            .find_one_and_update(
+                doc! {
+                    "job_id": job_id,
+                    "scheduled_at_ms": scheduled_ms,
+                    "trigger": { "$ne": Trigger::Manual.as_str() },
+                },
+                doc! { "$inc": { "duplicates": 1i64 } },
+            )
+            .sort(doc! { "_id": -1 })
+            .projection(doc! { "_id": 1 })
+            .await
+            .ctx("note duplicate")?;
+        Ok(found.is_some())
     }
 
     async fn create_job(&self, job: &Job, script: &str) -> StoreResult<()> {
@@ -603,6 +833,21 @@ impl Store for MongoStore {
         if let Err(e) = self.runs.delete_many(doc! { "job_id": &job.id }).await {
             tracing::warn!(error = %e, job = %job.id, "clear leftover runs of a new job");
         }
+        // The first version, replacing one such a delete left. Best effort too: without
+        // it the job still runs, only its history of scripts lacks the first entry.
+        let fields = version_fields(job, script, &rev, job.created_at_ms).ctx("create job")?;
+        let key = doc! {
+            "job_id": &job.id,
+            "version": to_i64(job.script_version, "script_version").ctx("create job")?,
+        };
+        if let Err(e) = self
+            .versions
+            .update_one(key, doc! { "$set": fields, "$currentDate": { "at": true } })
+            .upsert(true)
+            .await
+        {
+            tracing::warn!(error = %e, job = %job.id, "keep the first script version of a new job");
+        }
         Ok(())
     }
 
@@ -618,6 +863,10 @@ impl Store for MongoStore {
         let rev = script.map(|_| new_rev());
         if let (Some(rev), Some(source)) = (&rev, script) {
             self.put_script(rev, &job.id, source).await?;
+            if let Err(e) = self.save_version(job, source, rev, expected_version).await {
+                self.drop_script(rev).await;
+                return Err(e);
+            }
             set.insert("script_rev", rev.as_str());
         }
         // One atomic update: the fields, the version and the script revision together.
@@ -636,6 +885,7 @@ impl Store for MongoStore {
         };
         if !matched {
             if let Some(rev) = &rev {
+                self.drop_version(&job.id, job.script_version, rev).await;
                 self.drop_script(rev).await;
             }
             let exists = self
@@ -673,6 +923,10 @@ impl Store for MongoStore {
             .delete_many(doc! { "job_id": id })
             .await
             .ctx("delete scripts of job")?;
+        self.versions
+            .delete_many(doc! { "job_id": id })
+            .await
+            .ctx("delete script versions of job")?;
         self.runs
             .delete_many(doc! { "job_id": id })
             .await
@@ -825,13 +1079,13 @@ impl Store for MongoStore {
         }
         let mut docs = Vec::with_capacity(last_of.len());
         for r in last_of.values() {
-            docs.push((r.run_id.clone(), run_doc(r).ctx("encode run")?));
+            docs.push((r.run_id.clone(), run_upsert(r).ctx("encode run")?));
         }
         let runs_coll = &self.runs;
         futures_util::stream::iter(docs)
-            .map(|(id, d): (String, Document)| async move {
+            .map(|(id, update): (String, Document)| async move {
                 runs_coll
-                    .replace_one(doc! { "_id": id }, d)
+                    .update_one(doc! { "_id": id }, update)
                     .upsert(true)
                     .await
                     .ctx("upsert run")
@@ -876,8 +1130,15 @@ impl Store for MongoStore {
         if let Some(o) = &query.outcome {
             filter.insert("outcome", o.as_str());
         }
+        let mut at = Document::new();
         if let Some(before) = query.before_ms {
-            filter.insert("scheduled_at_ms", doc! { "$lt": before });
+            at.insert("$lt", before);
+        }
+        if let Some(since) = query.since_ms {
+            at.insert("$gte", since);
+        }
+        if !at.is_empty() {
+            filter.insert("scheduled_at_ms", at);
         }
         self.find_runs(filter, limit_i64(query.limit), "list runs")
             .await

@@ -43,16 +43,16 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod
 use futures_util::TryStreamExt;
 use parking_lot::Mutex;
 use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{IsolationLevel, NoTls};
 
 use self::rows::{
-    JOB_COLUMNS, JobParams, RUN_COLUMNS, encode_log, is_finished, lossy, read_job, read_run,
-    storable, to_i64,
+    JOB_COLUMNS, JobParams, RUN_COLUMNS, VERSION_COLUMNS, encode_log, is_finished, lossy, read_job,
+    read_run, read_script_version, storable, to_i64,
 };
 use super::{JobListQuery, JobOrder, RunListQuery, Store, StoreError, StoreResult};
-use crate::job::ScriptVersion;
-use crate::job::{Job, RunRecord};
+use crate::job::{Job, RunRecord, ScriptVersion, Trigger};
 
 /// Connections kept by one store.
 const POOL_SIZE: usize = 10;
@@ -225,6 +225,13 @@ fn is_unavailable(e: &tokio_postgres::Error) -> bool {
         || e.to_string().starts_with("timeout")
 }
 
+/// Whether `e` is a unique violation of the named constraint.
+fn is_violation_of(e: &tokio_postgres::Error, constraint: &str) -> bool {
+    e.as_db_error().is_some_and(|db| {
+        *db.code() == SqlState::UNIQUE_VIOLATION && db.constraint() == Some(constraint)
+    })
+}
+
 /// Turns a driver error into a [`StoreError`] with context.
 fn pg_err(e: tokio_postgres::Error, what: &'static str) -> StoreError {
     if is_unavailable(&e) {
@@ -367,6 +374,9 @@ struct RunColumns {
     mem: Vec<Option<i64>>,
     log: Vec<String>,
     truncated: Vec<bool>,
+    attempt: Vec<i64>,
+    script_version: Vec<Option<i64>>,
+    duplicates: Vec<i64>,
 }
 
 impl RunColumns {
@@ -395,10 +405,17 @@ impl RunColumns {
         );
         self.log.push(encode_log(&r.log)?);
         self.truncated.push(r.log_truncated);
+        self.attempt.push(i64::from(r.attempt));
+        self.script_version.push(
+            r.script_version
+                .map(|v| to_i64(v, "script_version"))
+                .transpose()?,
+        );
+        self.duplicates.push(i64::from(r.duplicates));
         Ok(())
     }
 
-    fn params(&self) -> [&(dyn ToSql + Sync); 14] {
+    fn params(&self) -> [&(dyn ToSql + Sync); 17] {
         [
             &self.run_id,
             &self.job_id,
@@ -414,23 +431,31 @@ impl RunColumns {
             &self.mem,
             &self.log,
             &self.truncated,
+            &self.attempt,
+            &self.script_version,
+            &self.duplicates,
         ]
     }
 }
 
-const UPSERT_RUNS: &str = "INSERT INTO {s}.runs (run_id, job_id, trigger_kind, \
+/// Replaces every column of a run but `duplicates`, which only grows: `note_duplicate`
+/// may have counted one since the record was made.
+const UPSERT_RUNS: &str = "INSERT INTO {s}.runs AS r (run_id, job_id, trigger_kind, \
      scheduled_at_ms, started_at_ms, ended_at_ms, outcome, node, error_message, error_stack, \
-     cpu_time_us, peak_memory_bytes, log, log_truncated) \
+     cpu_time_us, peak_memory_bytes, log, log_truncated, attempt, script_version, duplicates) \
      SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], \
        $6::bigint[], $7::text[], $8::text[], $9::text[], $10::text[], $11::bigint[], \
-       $12::bigint[], $13::text[], $14::boolean[]) \
+       $12::bigint[], $13::text[], $14::boolean[], $15::bigint[], $16::bigint[], \
+       $17::bigint[]) \
      ON CONFLICT (run_id) DO UPDATE SET job_id = excluded.job_id, \
      trigger_kind = excluded.trigger_kind, scheduled_at_ms = excluded.scheduled_at_ms, \
      started_at_ms = excluded.started_at_ms, ended_at_ms = excluded.ended_at_ms, \
      outcome = excluded.outcome, node = excluded.node, \
      error_message = excluded.error_message, error_stack = excluded.error_stack, \
      cpu_time_us = excluded.cpu_time_us, peak_memory_bytes = excluded.peak_memory_bytes, \
-     log = excluded.log, log_truncated = excluded.log_truncated";
+     log = excluded.log, log_truncated = excluded.log_truncated, \
+     attempt = excluded.attempt, script_version = excluded.script_version, \
+     duplicates = GREATEST(r.duplicates, excluded.duplicates)";
 
 /// Folds per-job facts into `jobs`, never moving them backwards. `GREATEST` ignores
 /// NULLs; the outcome moves only to a record at least as new (start, then run id) as
@@ -592,28 +617,6 @@ impl Inner {
 
 #[async_trait]
 impl Store for PostgresStore {
-    async fn list_script_versions(&self, _job_id: &str) -> StoreResult<Vec<ScriptVersion>> {
-        Err(StoreError::Other(anyhow::anyhow!(
-            "script versions: not implemented yet"
-        )))
-    }
-
-    async fn get_script_version(
-        &self,
-        _job_id: &str,
-        _version: u64,
-    ) -> StoreResult<Option<ScriptVersion>> {
-        Err(StoreError::Other(anyhow::anyhow!(
-            "script versions: not implemented yet"
-        )))
-    }
-
-    async fn note_duplicate(&self, _job_id: &str, _scheduled_ms: i64) -> StoreResult<bool> {
-        Err(StoreError::Other(anyhow::anyhow!(
-            "note_duplicate: not implemented yet"
-        )))
-    }
-
     async fn create_job(&self, job: &Job, script: &str) -> StoreResult<()> {
         let _permit = self.inner.enter()?;
         JobParams::new(job).ctx("create job")?;
@@ -641,17 +644,24 @@ impl Store for PostgresStore {
         let expected = to_i64(expected_version, "expected version").ctx("update job")?;
         let inner = &self.inner;
         let client = inner.client().await?;
-        // One statement: the row and the script change together or not at all.
+        // One statement: the row, the script and its new version change together or not
+        // at all. A version saved before fails the statement on the primary key.
         let stmt = client
             .prepare_cached(&inner.sql(
                 "WITH u AS (UPDATE {s}.jobs SET name = $2, description = $3, exec_type = $4, \
                    cron = $5, exec_at_ms = $6, timezone = $7, enabled = $8, \
                    time_limit_ms = $9, memory_limit_mb = $10, overlap = $11, misfire = $12, \
-                   misfire_window_s = $13, version = $14, updated_at_ms = $15 \
-                   WHERE id = $1 AND version = $16 RETURNING id), \
+                   misfire_window_s = $13, version = $14, updated_at_ms = $15, \
+                   max_concurrent = $16, max_catch_up = $17, retry_max_retries = $18, \
+                   retry_backoff_ms = $19, retry_max_backoff_ms = $20, jitter_s = $21, \
+                   paused_until_ms = $22, script_version = $23, script_note = $24 \
+                   WHERE id = $1 AND version = $25 RETURNING id), \
                  s AS (INSERT INTO {s}.scripts (job_id, source) \
-                   SELECT id, $17::text FROM u WHERE $17::text IS NOT NULL \
-                   ON CONFLICT (job_id) DO UPDATE SET source = excluded.source) \
+                   SELECT id, $26::text FROM u WHERE $26::text IS NOT NULL \
+                   ON CONFLICT (job_id) DO UPDATE SET source = excluded.source), \
+                 v AS (INSERT INTO {s}.script_versions \
+                   (job_id, version, source, note, created_at_ms) \
+                   SELECT id, $23, $26::text, $24, $15 FROM u WHERE $26::text IS NOT NULL) \
                  SELECT count(*) FROM u",
             ))
             .await
@@ -659,12 +669,16 @@ impl Store for PostgresStore {
         let mut args: Vec<&(dyn ToSql + Sync)> = params.for_update().to_vec();
         args.push(&expected);
         args.push(&script);
-        let changed: i64 = client
-            .query_one(&stmt, &args)
-            .await
-            .ctx("update job")?
-            .try_get(0)
-            .ctx("update job")?;
+        let changed: i64 = match client.query_one(&stmt, &args).await {
+            Ok(row) => row.try_get(0).ctx("update job")?,
+            Err(e) if is_violation_of(&e, "script_versions_pkey") => {
+                return Err(StoreError::VersionConflict {
+                    id: job.id.clone(),
+                    expected: expected_version,
+                });
+            }
+            Err(e) => return Err(pg_err(e, "update job")),
+        };
         if changed > 0 {
             return Ok(());
         }
@@ -691,7 +705,7 @@ impl Store for PostgresStore {
         let _permit = self.inner.enter()?;
         let inner = &self.inner;
         let client = inner.client().await?;
-        // The script and the history go by ON DELETE CASCADE.
+        // The script, its versions and the history go by ON DELETE CASCADE.
         let stmt = client
             .prepare_cached(&inner.sql("DELETE FROM {s}.jobs WHERE id = $1"))
             .await
@@ -834,6 +848,78 @@ impl Store for PostgresStore {
         self.inner.record_runs(runs).await
     }
 
+    async fn list_script_versions(&self, job_id: &str) -> StoreResult<Vec<ScriptVersion>> {
+        let _permit = self.inner.enter()?;
+        let inner = &self.inner;
+        let client = inner.client().await?;
+        let stmt = client
+            .prepare_cached(&inner.sql(&format!(
+                "SELECT {VERSION_COLUMNS} FROM {{s}}.script_versions WHERE job_id = $1 \
+                 ORDER BY version DESC"
+            )))
+            .await
+            .ctx("prepare list script versions")?;
+        let rows = client
+            .query(&stmt, &[&job_id])
+            .await
+            .ctx("list script versions")?;
+        rows.iter()
+            .map(|r| read_script_version(r, false))
+            .collect::<anyhow::Result<_>>()
+            .ctx("list script versions")
+    }
+
+    async fn get_script_version(
+        &self,
+        job_id: &str,
+        version: u64,
+    ) -> StoreResult<Option<ScriptVersion>> {
+        let _permit = self.inner.enter()?;
+        let Ok(version) = i64::try_from(version) else {
+            // Never stored: the column is a signed 64-bit integer.
+            return Ok(None);
+        };
+        let inner = &self.inner;
+        let client = inner.client().await?;
+        let stmt = client
+            .prepare_cached(&inner.sql(&format!(
+                "SELECT {VERSION_COLUMNS}, source FROM {{s}}.script_versions \
+                 WHERE job_id = $1 AND version = $2"
+            )))
+            .await
+            .ctx("prepare get script version")?;
+        match client
+            .query_opt(&stmt, &[&job_id, &version])
+            .await
+            .ctx("get script version")?
+        {
+            Some(row) => Ok(Some(
+                read_script_version(&row, true).ctx("get script version")?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    async fn note_duplicate(&self, job_id: &str, scheduled_ms: i64) -> StoreResult<bool> {
+        let _permit = self.inner.enter()?;
+        let inner = &self.inner;
+        let client = inner.client().await?;
+        // Run ids are UUID v7: the greatest is the newest record.
+        let stmt = client
+            .prepare_cached(&inner.sql(
+                "UPDATE {s}.runs SET duplicates = duplicates + 1 WHERE run_id = \
+                 (SELECT run_id FROM {s}.runs WHERE job_id = $1 AND scheduled_at_ms = $2 \
+                  AND trigger_kind <> $3 ORDER BY run_id DESC LIMIT 1)",
+            ))
+            .await
+            .ctx("prepare note duplicate")?;
+        let n = client
+            .execute(&stmt, &[&job_id, &scheduled_ms, &Trigger::Manual.as_str()])
+            .await
+            .ctx("note duplicate")?;
+        Ok(n > 0)
+    }
+
     async fn list_runs(&self, job_id: &str, query: &RunListQuery) -> StoreResult<Vec<RunRecord>> {
         let _permit = self.inner.enter()?;
         let inner = &self.inner;
@@ -843,6 +929,7 @@ impl Store for PostgresStore {
                 "SELECT {RUN_COLUMNS} FROM {{s}}.runs WHERE job_id = $1 \
                  AND ($2::text IS NULL OR outcome = $2) \
                  AND ($3::bigint IS NULL OR scheduled_at_ms < $3) \
+                 AND ($5::bigint IS NULL OR scheduled_at_ms >= $5) \
                  ORDER BY scheduled_at_ms DESC, run_id DESC LIMIT $4"
             )))
             .await
@@ -851,7 +938,13 @@ impl Store for PostgresStore {
         let rows = client
             .query(
                 &stmt,
-                &[&job_id, &outcome, &query.before_ms, &limit_i64(query.limit)],
+                &[
+                    &job_id,
+                    &outcome,
+                    &query.before_ms,
+                    &limit_i64(query.limit),
+                    &query.since_ms,
+                ],
             )
             .await
             .ctx("list runs")?;

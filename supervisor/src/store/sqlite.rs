@@ -45,11 +45,12 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params, params_from_iter};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use self::rows::{JOB_COLUMNS, RUN_COLUMNS, read_job, read_run};
+use self::rows::{
+    JOB_COLUMNS, RUN_COLUMNS, VERSION_COLUMNS, read_job, read_run, read_script_version,
+};
 use self::writer::{Op, Reply, Request, db_err};
 use super::{JobListQuery, JobOrder, RunListQuery, Store, StoreError, StoreResult};
-use crate::job::ScriptVersion;
-use crate::job::{Job, RunRecord};
+use crate::job::{Job, RunRecord, ScriptVersion};
 
 /// Read-only connections kept open for reads.
 const READERS: usize = 4;
@@ -275,28 +276,6 @@ fn collect_runs(
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn list_script_versions(&self, _job_id: &str) -> StoreResult<Vec<ScriptVersion>> {
-        Err(StoreError::Other(anyhow::anyhow!(
-            "script versions: not implemented yet"
-        )))
-    }
-
-    async fn get_script_version(
-        &self,
-        _job_id: &str,
-        _version: u64,
-    ) -> StoreResult<Option<ScriptVersion>> {
-        Err(StoreError::Other(anyhow::anyhow!(
-            "script versions: not implemented yet"
-        )))
-    }
-
-    async fn note_duplicate(&self, _job_id: &str, _scheduled_ms: i64) -> StoreResult<bool> {
-        Err(StoreError::Other(anyhow::anyhow!(
-            "note_duplicate: not implemented yet"
-        )))
-    }
-
     async fn create_job(&self, job: &Job, script: &str) -> StoreResult<()> {
         self.write(Op::Create {
             job: job.clone(),
@@ -436,20 +415,85 @@ impl Store for SqliteStore {
         .map(|_| ())
     }
 
+    async fn list_script_versions(&self, job_id: &str) -> StoreResult<Vec<ScriptVersion>> {
+        let job_id = job_id.to_owned();
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT {VERSION_COLUMNS} FROM script_versions WHERE job_id = ?1 \
+                     ORDER BY version DESC"
+                ))
+                .context("prepare list script versions")?;
+            let mut rows = stmt.query([&job_id]).context("list script versions")?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next().context("list script versions")? {
+                out.push(read_script_version(row, false)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn get_script_version(
+        &self,
+        job_id: &str,
+        version: u64,
+    ) -> StoreResult<Option<ScriptVersion>> {
+        let Ok(version) = i64::try_from(version) else {
+            // Never stored: the column is a signed 64-bit integer.
+            return Ok(None);
+        };
+        let job_id = job_id.to_owned();
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT {VERSION_COLUMNS}, source FROM script_versions \
+                     WHERE job_id = ?1 AND version = ?2"
+                ))
+                .context("prepare get script version")?;
+            let mut rows = stmt
+                .query(params![job_id, version])
+                .context("get script version")?;
+            match rows.next().context("get script version")? {
+                Some(row) => Ok(Some(read_script_version(row, true)?)),
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    async fn note_duplicate(&self, job_id: &str, scheduled_ms: i64) -> StoreResult<bool> {
+        match self
+            .write(Op::NoteDuplicate {
+                job_id: job_id.to_owned(),
+                scheduled_ms,
+            })
+            .await?
+        {
+            Reply::Noted(found) => Ok(found),
+            _ => Err(StoreError::Other(anyhow!(
+                "note duplicate: unexpected writer reply"
+            ))),
+        }
+    }
+
     async fn list_runs(&self, job_id: &str, query: &RunListQuery) -> StoreResult<Vec<RunRecord>> {
         let job_id = job_id.to_owned();
         let outcome = query.outcome.clone();
         let before = query.before_ms;
+        let since = query.since_ms;
         let limit = limit_i64(Some(query.limit));
         self.read(move |conn| {
             let mut stmt = conn
                 .prepare_cached(&format!(
                     "SELECT {RUN_COLUMNS} FROM runs WHERE job_id = ?1 \
                      AND (?2 IS NULL OR outcome = ?2) AND (?3 IS NULL OR scheduled_at_ms < ?3) \
+                     AND (?5 IS NULL OR scheduled_at_ms >= ?5) \
                      ORDER BY scheduled_at_ms DESC, run_id DESC LIMIT ?4"
                 ))
                 .context("prepare list runs")?;
-            collect_runs(&mut stmt, params![job_id, outcome, before, limit]).context("list runs")
+            collect_runs(&mut stmt, params![job_id, outcome, before, limit, since])
+                .context("list runs")
         })
         .await
     }

@@ -1,16 +1,20 @@
 //! Mapping between MongoDB documents and the model: field names, enum texts, integer
-//! ranges, the search pattern.
+//! ranges, script versions, the search pattern.
 //!
 //! Everything read from the database is checked: a missing field, an unknown enum
 //! text, a negative count or a value of the wrong BSON type is an error naming the
-//! document, never a panic and never a default. Integers are written as 64-bit and
-//! read as 32- or 64-bit, so documents touched by other tools still read.
+//! document, never a panic and never a default. The one exception are the fields that
+//! schema version 2 added (the job's policies and script version, the run's attempt
+//! and duplicates): documents written before it lack them, and they read as missing
+//! columns do in the SQL stores, with a new job's defaults. Integers are written as
+//! 64-bit and read as 32- or 64-bit, so documents touched by other tools still read.
 
 use anyhow::{Context, anyhow, bail};
 use mongodb::bson::{Bson, Document, doc};
 
 use crate::job::{
-    ExecType, Job, LastRun, LogLine, MisfirePolicy, OverlapPolicy, RunRecord, Trigger, outcome,
+    ExecType, Job, LastRun, LogLine, MisfirePolicy, OverlapPolicy, RetryPolicy, RunRecord,
+    ScriptVersion, Trigger, outcome,
 };
 
 /// Whether a record counts for `last.outcome`: a run that ended, not a placeholder.
@@ -27,6 +31,10 @@ pub(super) fn to_i64(v: u64, what: &str) -> anyhow::Result<i64> {
 
 fn to_u64(v: i64, what: &str) -> anyhow::Result<u64> {
     u64::try_from(v).with_context(|| format!("stored {what} {v} is negative"))
+}
+
+fn to_u32(v: i64, what: &str) -> anyhow::Result<u32> {
+    u32::try_from(v).with_context(|| format!("stored {what} {v} is out of range"))
 }
 
 fn opt_to_i64(v: Option<u64>, what: &str) -> anyhow::Result<Bson> {
@@ -61,6 +69,15 @@ pub(super) fn job_update_fields(job: &Job) -> anyhow::Result<Document> {
         "misfire_window_s": i64::from(job.misfire_window_s),
         "version": to_i64(job.version, "version")?,
         "updated_at_ms": job.updated_at_ms,
+        "max_concurrent": i64::from(job.max_concurrent),
+        "max_catch_up": i64::from(job.max_catch_up),
+        "retry_max_retries": i64::from(job.retry.max_retries),
+        "retry_backoff_ms": to_i64(job.retry.backoff_ms, "retry backoff_ms")?,
+        "retry_max_backoff_ms": to_i64(job.retry.max_backoff_ms, "retry max_backoff_ms")?,
+        "jitter_s": i64::from(job.jitter_s),
+        "paused_until_ms": opt_i64(job.paused_until_ms),
+        "script_version": to_i64(job.script_version, "script_version")?,
+        "script_note": &job.script_note,
     })
 }
 
@@ -81,8 +98,26 @@ pub(super) fn job_doc(job: &Job, script_rev: &str) -> anyhow::Result<Document> {
     Ok(d)
 }
 
-/// A run document; `_id` is the run id.
+/// A run document as a first upsert stores it; `_id` is the run id.
+#[cfg(test)]
 pub(super) fn run_doc(run: &RunRecord) -> anyhow::Result<Document> {
+    let mut d = run_fields(run)?;
+    d.insert("duplicates", i64::from(run.duplicates));
+    Ok(d)
+}
+
+/// The upsert of a run: every field but `duplicates` replaced, `duplicates` only ever
+/// raised (`note_duplicate` may have counted one since the record was made).
+pub(super) fn run_upsert(run: &RunRecord) -> anyhow::Result<Document> {
+    let mut set = run_fields(run)?;
+    set.remove("_id");
+    Ok(doc! {
+        "$set": set,
+        "$max": { "duplicates": i64::from(run.duplicates) },
+    })
+}
+
+fn run_fields(run: &RunRecord) -> anyhow::Result<Document> {
     let log: Vec<Bson> = run
         .log
         .iter()
@@ -110,6 +145,8 @@ pub(super) fn run_doc(run: &RunRecord) -> anyhow::Result<Document> {
         "peak_memory_bytes": opt_to_i64(run.peak_memory_bytes, "peak_memory_bytes")?,
         "log": log,
         "log_truncated": run.log_truncated,
+        "attempt": i64::from(run.attempt),
+        "script_version": opt_to_i64(run.script_version, "script_version")?,
     })
 }
 
@@ -158,6 +195,21 @@ fn opt_int(d: &Document, key: &str) -> anyhow::Result<Option<i64>> {
     }
 }
 
+/// A field schema version 2 added: `default` when the document predates it.
+fn int_since_v2(d: &Document, key: &str, default: i64) -> anyhow::Result<i64> {
+    match d.get(key) {
+        None => Ok(default),
+        Some(v) => as_int(v, key),
+    }
+}
+
+fn string_since_v2(d: &Document, key: &str) -> anyhow::Result<String> {
+    match d.get(key) {
+        None => Ok(String::new()),
+        Some(_) => string(d, key),
+    }
+}
+
 /// Reads a job document.
 pub(super) fn read_job(d: &Document) -> anyhow::Result<Job> {
     let id = string(d, "_id").context("read job id")?;
@@ -191,13 +243,26 @@ fn read_job_fields(d: &Document, id: &str) -> anyhow::Result<Job> {
         overlap,
         misfire,
         misfire_window_s,
-        max_concurrent: 1,
-        max_catch_up: 10,
-        retry: Default::default(),
-        jitter_s: 0,
-        paused_until_ms: None,
-        script_version: 1,
-        script_note: String::new(),
+        max_concurrent: to_u32(int_since_v2(d, "max_concurrent", 1)?, "max_concurrent")?,
+        max_catch_up: to_u32(int_since_v2(d, "max_catch_up", 10)?, "max_catch_up")?,
+        retry: RetryPolicy {
+            max_retries: to_u32(
+                int_since_v2(d, "retry_max_retries", 0)?,
+                "retry_max_retries",
+            )?,
+            backoff_ms: to_u64(
+                int_since_v2(d, "retry_backoff_ms", 1_000)?,
+                "retry_backoff_ms",
+            )?,
+            max_backoff_ms: to_u64(
+                int_since_v2(d, "retry_max_backoff_ms", 60_000)?,
+                "retry_max_backoff_ms",
+            )?,
+        },
+        jitter_s: to_u32(int_since_v2(d, "jitter_s", 0)?, "jitter_s")?,
+        paused_until_ms: opt_int(d, "paused_until_ms")?,
+        script_version: to_u64(int_since_v2(d, "script_version", 1)?, "script_version")?,
+        script_note: string_since_v2(d, "script_note")?,
         version: to_u64(int(d, "version")?, "version")?,
         created_at_ms: int(d, "created_at_ms")?,
         updated_at_ms: int(d, "updated_at_ms")?,
@@ -231,9 +296,11 @@ fn read_run_fields(d: &Document, run_id: &str, with_log: bool) -> anyhow::Result
         started_at_ms: opt_int(d, "started_at_ms")?,
         ended_at_ms: opt_int(d, "ended_at_ms")?,
         outcome: string(d, "outcome")?,
-        attempt: 1,
-        script_version: None,
-        duplicates: 0,
+        attempt: to_u32(int_since_v2(d, "attempt", 1)?, "attempt")?,
+        script_version: opt_int(d, "script_version")?
+            .map(|v| to_u64(v, "script_version"))
+            .transpose()?,
+        duplicates: to_u32(int_since_v2(d, "duplicates", 0)?, "duplicates")?,
         node: string(d, "node")?,
         error_message: opt_string(d, "error_message")?,
         error_stack: opt_string(d, "error_stack")?,
@@ -245,6 +312,55 @@ fn read_run_fields(d: &Document, run_id: &str, with_log: bool) -> anyhow::Result
             .transpose()?,
         log,
         log_truncated: boolean(d, "log_truncated")?,
+    })
+}
+
+/// A script version document: `(job_id, version)` is unique; `rev` is the script
+/// revision the save wrote (what tells an abandoned save's version from a kept one).
+pub(super) fn version_fields(
+    job: &Job,
+    source: &str,
+    rev: &str,
+    at_ms: i64,
+) -> anyhow::Result<Document> {
+    Ok(doc! {
+        "job_id": &job.id,
+        "version": to_i64(job.script_version, "script_version")?,
+        "rev": rev,
+        "source": source,
+        "note": &job.script_note,
+        "created_at_ms": at_ms,
+    })
+}
+
+/// Reads a script version document: with its `source` if `with_source`, else with the
+/// `bytes` a listing computed.
+pub(super) fn read_script_version(
+    d: &Document,
+    with_source: bool,
+) -> anyhow::Result<ScriptVersion> {
+    let job_id = string(d, "job_id").context("read script version")?;
+    let version = int(d, "version").context("read script version")?;
+    read_version_fields(d, with_source)
+        .with_context(|| format!("read version {version} of the script of job {job_id}"))
+}
+
+fn read_version_fields(d: &Document, with_source: bool) -> anyhow::Result<ScriptVersion> {
+    let source = if with_source {
+        Some(string(d, "source")?)
+    } else {
+        None
+    };
+    let bytes = match &source {
+        Some(s) => s.len() as u64,
+        None => to_u64(int(d, "bytes")?, "source length")?,
+    };
+    Ok(ScriptVersion {
+        version: to_u64(int(d, "version")?, "version")?,
+        note: string(d, "note")?,
+        created_at_ms: int(d, "created_at_ms")?,
+        bytes,
+        source,
     })
 }
 

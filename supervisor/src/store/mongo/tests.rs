@@ -11,9 +11,11 @@ use std::sync::{Arc, Once};
 use mongodb::bson::{Bson, doc};
 use mongodb::options::ClientOptions;
 
-use super::docs::{job_doc, literal_regex, read_job, read_run, run_doc};
+use super::docs::{
+    job_doc, literal_regex, read_job, read_run, read_script_version, run_doc, run_upsert,
+};
 use super::{MongoStore, collection_prefix, fold_update, folds};
-use crate::job::{Job, LastRun, LogLine, Trigger};
+use crate::job::{Job, LastRun, LogLine, MisfirePolicy, OverlapPolicy, RetryPolicy, Trigger};
 use crate::store::conformance::{StoreFixture, sample_job, sample_run};
 use crate::store::{JobListQuery, Store};
 
@@ -235,6 +237,19 @@ fn jobs_and_runs_round_trip_through_documents() {
         exec_at_ms: Some(-5),
         time_limit_ms: 1 << 40,
         misfire_window_s: u32::MAX,
+        overlap: OverlapPolicy::QueueOne,
+        misfire: MisfirePolicy::RunAll,
+        max_concurrent: u32::MAX,
+        max_catch_up: 0,
+        retry: RetryPolicy {
+            max_retries: 3,
+            backoff_ms: 1 << 40,
+            max_backoff_ms: 7,
+        },
+        jitter_s: 59,
+        paused_until_ms: Some(-1),
+        script_version: 12,
+        script_note: "$note".to_owned(),
         version: 7,
         last: LastRun {
             scheduled_at_ms: Some(1),
@@ -257,12 +272,53 @@ fn jobs_and_runs_round_trip_through_documents() {
             at_ms: 9,
         }],
         log_truncated: true,
+        attempt: 4,
+        script_version: Some(12),
+        duplicates: 2,
         ..sample_run("r", "ид", 3)
     };
     let d = run_doc(&run).expect("encode");
     assert_eq!(read_run(&d, true).expect("decode"), run);
     let without = read_run(&d, false).expect("decode");
     assert!(without.log.is_empty());
+    // The upsert sets everything but the duplicates, which it only raises.
+    let update = run_upsert(&run).expect("encode");
+    let mut set = update.get_document("$set").expect("$set").clone();
+    assert!(!set.contains_key("_id") && !set.contains_key("duplicates"));
+    set.insert("_id", "r");
+    set.insert("duplicates", 2i64);
+    assert_eq!(read_run(&set, true).expect("decode"), run);
+    assert_eq!(
+        update.get_document("$max").expect("$max"),
+        &doc! { "duplicates": 2i64 }
+    );
+}
+
+#[test]
+fn documents_from_before_version_2_read_as_defaults() {
+    let mut d = job_doc(&sample_job("old"), "rev").expect("encode");
+    for key in [
+        "max_concurrent",
+        "max_catch_up",
+        "retry_max_retries",
+        "retry_backoff_ms",
+        "retry_max_backoff_ms",
+        "jitter_s",
+        "paused_until_ms",
+        "script_version",
+        "script_note",
+    ] {
+        assert!(d.remove(key).is_some(), "{key}");
+    }
+    assert_eq!(read_job(&d).expect("decode"), sample_job("old"));
+    let mut d = run_doc(&sample_run("r", "old", 1)).expect("encode");
+    for key in ["attempt", "script_version", "duplicates"] {
+        assert!(d.remove(key).is_some(), "{key}");
+    }
+    assert_eq!(
+        read_run(&d, true).expect("decode"),
+        sample_run("r", "old", 1)
+    );
 }
 
 #[test]
@@ -283,6 +339,19 @@ fn bad_documents_are_errors_not_panics() {
     let mut d = good.clone();
     d.remove("timezone");
     assert!(read_job(&d).is_err());
+    // The fields of version 2 may be missing, not wrong.
+    for (key, bad) in [
+        ("max_concurrent", Bson::Int64(-1)),
+        ("jitter_s", Bson::Int64(1 << 32)),
+        ("retry_backoff_ms", Bson::Int64(-5)),
+        ("script_version", Bson::Null),
+        ("script_note", Bson::Int32(1)),
+    ] {
+        let mut d = good.clone();
+        d.insert(key, bad);
+        let err = read_job(&d).expect_err(key);
+        assert!(format!("{err:#}").contains("job j"), "{err:#}");
+    }
     // 32-bit integers, as another tool may write them, are fine.
     let mut d = good.clone();
     d.insert("version", 3i32);
@@ -295,6 +364,27 @@ fn bad_documents_are_errors_not_panics() {
     let mut d = run.clone();
     d.insert("log", vec![Bson::String("x".to_owned())]);
     assert!(read_run(&d, true).is_err());
+    let mut d = run.clone();
+    d.insert("duplicates", -1i64);
+    assert!(read_run(&d, false).is_err());
+    let mut d = run.clone();
+    d.insert("script_version", -1i64);
+    assert!(read_run(&d, false).is_err());
+
+    let version = doc! {
+        "job_id": "j", "version": 2i64, "note": "n", "created_at_ms": 5i64, "bytes": -1i64,
+    };
+    let err = read_script_version(&version, false).expect_err("negative bytes");
+    assert!(
+        format!("{err:#}").contains("version 2 of the script of job j"),
+        "{err:#}"
+    );
+    let mut ok = version.clone();
+    ok.insert("bytes", 3i64);
+    assert_eq!(read_script_version(&ok, false).expect("decode").bytes, 3);
+    ok.insert("source", "héj");
+    let full = read_script_version(&ok, true).expect("decode");
+    assert_eq!((full.bytes, full.source.as_deref()), (4, Some("héj")));
 }
 
 #[test]

@@ -1,5 +1,5 @@
 //! Mapping between PostgreSQL rows and the model: column lists, parameters, enum texts,
-//! integer ranges, the log encoding.
+//! integer ranges, the log encoding, script versions.
 //!
 //! Everything read from the database is checked: an unknown enum text, a negative count
 //! or malformed log JSON is an error naming the row, never a panic and never a default.
@@ -12,18 +12,26 @@ use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
 use crate::job::{
-    ExecType, Job, LastRun, LogLine, MisfirePolicy, OverlapPolicy, RunRecord, Trigger, outcome,
+    ExecType, Job, LastRun, LogLine, MisfirePolicy, OverlapPolicy, RetryPolicy, RunRecord,
+    ScriptVersion, Trigger, outcome,
 };
 
 /// Columns of `jobs` in the order [`read_job`] expects and [`JobParams`] binds.
 pub(super) const JOB_COLUMNS: &str = "id, name, description, exec_type, cron, exec_at_ms, \
      timezone, enabled, time_limit_ms, memory_limit_mb, overlap, misfire, misfire_window_s, \
-     version, created_at_ms, updated_at_ms, last_scheduled_ms, last_started_ms, last_outcome";
+     version, created_at_ms, updated_at_ms, last_scheduled_ms, last_started_ms, last_outcome, \
+     max_concurrent, max_catch_up, retry_max_retries, retry_backoff_ms, retry_max_backoff_ms, \
+     jitter_s, paused_until_ms, script_version, script_note";
 
 /// Columns of `runs` but the log, in the order [`read_run`] expects.
 pub(super) const RUN_COLUMNS: &str = "run_id, job_id, trigger_kind, scheduled_at_ms, \
      started_at_ms, ended_at_ms, outcome, node, error_message, error_stack, cpu_time_us, \
-     peak_memory_bytes, log_truncated";
+     peak_memory_bytes, log_truncated, attempt, script_version, duplicates";
+
+/// Columns of `script_versions` in the order [`read_script_version`] expects: the
+/// source's length in bytes instead of the source (listings), or also the source.
+pub(super) const VERSION_COLUMNS: &str = "job_id, version, note, created_at_ms, \
+     octet_length(source)::bigint";
 
 /// Whether a record counts for `last.outcome`: a run that ended, not a placeholder.
 pub(super) fn is_finished(outcome_text: &str) -> bool {
@@ -40,6 +48,10 @@ pub(super) fn to_i64(v: u64, what: &str) -> anyhow::Result<i64> {
 
 fn to_u64(v: i64, what: &str) -> anyhow::Result<u64> {
     u64::try_from(v).with_context(|| format!("stored {what} {v} is negative"))
+}
+
+fn to_u32(v: i64, what: &str) -> anyhow::Result<u32> {
+    u32::try_from(v).with_context(|| format!("stored {what} {v} is out of range"))
 }
 
 /// Refuses text PostgreSQL cannot store (a NUL character), naming the field.
@@ -60,7 +72,7 @@ pub(super) fn lossy(text: &str) -> Cow<'_, str> {
     }
 }
 
-/// The parameters `$1..$19` of a job row, in [`JOB_COLUMNS`] order, converted and
+/// The parameters `$1..$28` of a job row, in [`JOB_COLUMNS`] order, converted and
 /// checked.
 pub(super) struct JobParams<'a> {
     job: &'a Job,
@@ -71,6 +83,13 @@ pub(super) struct JobParams<'a> {
     pub(super) version: i64,
     pub(super) overlap: &'static str,
     pub(super) misfire: &'static str,
+    pub(super) max_concurrent: i64,
+    pub(super) max_catch_up: i64,
+    pub(super) retry_max_retries: i64,
+    pub(super) retry_backoff_ms: i64,
+    pub(super) retry_max_backoff_ms: i64,
+    pub(super) jitter_s: i64,
+    pub(super) script_version: i64,
 }
 
 impl<'a> JobParams<'a> {
@@ -80,6 +99,7 @@ impl<'a> JobParams<'a> {
         storable(&job.description, "job description")?;
         storable(&job.cron, "cron expression")?;
         storable(&job.timezone, "time zone")?;
+        storable(&job.script_note, "script note")?;
         if let Some(o) = &job.last.outcome {
             storable(o, "last outcome")?;
         }
@@ -92,11 +112,18 @@ impl<'a> JobParams<'a> {
             version: to_i64(job.version, "version")?,
             overlap: job.overlap.as_str(),
             misfire: job.misfire.as_str(),
+            max_concurrent: i64::from(job.max_concurrent),
+            max_catch_up: i64::from(job.max_catch_up),
+            retry_max_retries: i64::from(job.retry.max_retries),
+            retry_backoff_ms: to_i64(job.retry.backoff_ms, "retry backoff_ms")?,
+            retry_max_backoff_ms: to_i64(job.retry.max_backoff_ms, "retry max_backoff_ms")?,
+            jitter_s: i64::from(job.jitter_s),
+            script_version: to_i64(job.script_version, "script_version")?,
         })
     }
 
-    /// All 19 columns, for an insert.
-    pub(super) fn all(&self) -> [&(dyn ToSql + Sync); 19] {
+    /// All 28 columns, for an insert.
+    pub(super) fn all(&self) -> [&(dyn ToSql + Sync); 28] {
         let j = self.job;
         [
             &j.id,
@@ -118,12 +145,21 @@ impl<'a> JobParams<'a> {
             &j.last.scheduled_at_ms,
             &j.last.started_at_ms,
             &j.last.outcome,
+            &self.max_concurrent,
+            &self.max_catch_up,
+            &self.retry_max_retries,
+            &self.retry_backoff_ms,
+            &self.retry_max_backoff_ms,
+            &self.jitter_s,
+            &j.paused_until_ms,
+            &self.script_version,
+            &j.script_note,
         ]
     }
 
-    /// The columns an update replaces (`$1` id to `$15` updated_at_ms; see
-    /// [`super::PostgresStore::update_job`]).
-    pub(super) fn for_update(&self) -> [&(dyn ToSql + Sync); 15] {
+    /// The columns an update replaces (`$1` id to `$15` updated_at_ms, then `$16`
+    /// max_concurrent to `$24` script_note; see [`super::PostgresStore::update_job`]).
+    pub(super) fn for_update(&self) -> [&(dyn ToSql + Sync); 24] {
         let j = self.job;
         [
             &j.id,
@@ -141,6 +177,15 @@ impl<'a> JobParams<'a> {
             &self.misfire_window_s,
             &self.version,
             &j.updated_at_ms,
+            &self.max_concurrent,
+            &self.max_catch_up,
+            &self.retry_max_retries,
+            &self.retry_backoff_ms,
+            &self.retry_max_backoff_ms,
+            &self.jitter_s,
+            &j.paused_until_ms,
+            &self.script_version,
+            &j.script_note,
         ]
     }
 }
@@ -178,13 +223,17 @@ fn read_job_fields(row: &Row, id: &str) -> anyhow::Result<Job> {
         overlap,
         misfire,
         misfire_window_s,
-        max_concurrent: 1,
-        max_catch_up: 10,
-        retry: Default::default(),
-        jitter_s: 0,
-        paused_until_ms: None,
-        script_version: 1,
-        script_note: String::new(),
+        max_concurrent: to_u32(row.try_get(19)?, "max_concurrent")?,
+        max_catch_up: to_u32(row.try_get(20)?, "max_catch_up")?,
+        retry: RetryPolicy {
+            max_retries: to_u32(row.try_get(21)?, "retry_max_retries")?,
+            backoff_ms: to_u64(row.try_get(22)?, "retry_backoff_ms")?,
+            max_backoff_ms: to_u64(row.try_get(23)?, "retry_max_backoff_ms")?,
+        },
+        jitter_s: to_u32(row.try_get(24)?, "jitter_s")?,
+        paused_until_ms: row.try_get(25)?,
+        script_version: to_u64(row.try_get(26)?, "script_version")?,
+        script_note: row.try_get(27)?,
         version: to_u64(row.try_get(13)?, "version")?,
         created_at_ms: row.try_get(14)?,
         updated_at_ms: row.try_get(15)?,
@@ -196,7 +245,7 @@ fn read_job_fields(row: &Row, id: &str) -> anyhow::Result<Job> {
     })
 }
 
-/// Reads a row selected with [`RUN_COLUMNS`], plus the log in column 13 if `with_log`.
+/// Reads a row selected with [`RUN_COLUMNS`], plus the log in column 16 if `with_log`.
 pub(super) fn read_run(row: &Row, with_log: bool) -> anyhow::Result<RunRecord> {
     let run_id: String = row.try_get(0).context("read run id")?;
     read_run_fields(row, &run_id, with_log).with_context(|| format!("read run {run_id}"))
@@ -207,8 +256,9 @@ fn read_run_fields(row: &Row, run_id: &str, with_log: bool) -> anyhow::Result<Ru
     let trigger = Trigger::parse(trigger).ok_or_else(|| anyhow!("unknown trigger {trigger:?}"))?;
     let cpu: Option<i64> = row.try_get(10)?;
     let mem: Option<i64> = row.try_get(11)?;
+    let script_version: Option<i64> = row.try_get(14)?;
     let log = if with_log {
-        decode_log(row.try_get(13)?)?
+        decode_log(row.try_get(16)?)?
     } else {
         Vec::new()
     };
@@ -220,9 +270,11 @@ fn read_run_fields(row: &Row, run_id: &str, with_log: bool) -> anyhow::Result<Ru
         started_at_ms: row.try_get(4)?,
         ended_at_ms: row.try_get(5)?,
         outcome: row.try_get(6)?,
-        attempt: 1,
-        script_version: None,
-        duplicates: 0,
+        attempt: to_u32(row.try_get(13)?, "attempt")?,
+        script_version: script_version
+            .map(|v| to_u64(v, "script_version"))
+            .transpose()?,
+        duplicates: to_u32(row.try_get(15)?, "duplicates")?,
         node: row.try_get(7)?,
         error_message: row.try_get(8)?,
         error_stack: row.try_get(9)?,
@@ -230,6 +282,29 @@ fn read_run_fields(row: &Row, run_id: &str, with_log: bool) -> anyhow::Result<Ru
         peak_memory_bytes: mem.map(|v| to_u64(v, "peak_memory_bytes")).transpose()?,
         log,
         log_truncated: row.try_get(12)?,
+    })
+}
+
+/// Reads a row selected with [`VERSION_COLUMNS`], plus the source in column 5 if
+/// `with_source`.
+pub(super) fn read_script_version(row: &Row, with_source: bool) -> anyhow::Result<ScriptVersion> {
+    let job_id: String = row.try_get(0).context("read script version")?;
+    let version: i64 = row.try_get(1).context("read script version")?;
+    read_version_fields(row, with_source)
+        .with_context(|| format!("read version {version} of the script of job {job_id}"))
+}
+
+fn read_version_fields(row: &Row, with_source: bool) -> anyhow::Result<ScriptVersion> {
+    Ok(ScriptVersion {
+        version: to_u64(row.try_get(1)?, "version")?,
+        note: row.try_get(2)?,
+        created_at_ms: row.try_get(3)?,
+        bytes: to_u64(row.try_get(4)?, "source length")?,
+        source: if with_source {
+            Some(row.try_get(5)?)
+        } else {
+            None
+        },
     })
 }
 

@@ -1,6 +1,6 @@
 //! Tests of the PostgreSQL store against a real server: the conformance suite, plus what
-//! only this store has (namespacing by cluster, migrations under concurrent start-up,
-//! connection loss, group commit) and two `#[ignore]`d measurements
+//! only this store has (namespacing by cluster, migrations under concurrent start-up and
+//! from version 1, connection loss, group commit) and two `#[ignore]`d measurements
 //! (`cargo test -p supervisor --release store::postgres::tests::bench -- --ignored
 //! --nocapture`).
 //!
@@ -15,6 +15,7 @@ use std::time::Instant;
 use tokio_postgres::NoTls;
 
 use super::{PostgresStore, schema};
+use crate::job::{RetryPolicy, ScriptVersion};
 use crate::store::conformance::{StoreFixture, sample_job, sample_run};
 use crate::store::{JobListQuery, Store, StoreError};
 
@@ -50,6 +51,13 @@ macro_rules! skippable_conformance_tests {
             check_records_of_deleted_job_dropped,
             check_concurrent_creates,
             check_writes_after_close,
+            check_policies_round_trip,
+            check_script_versions,
+            check_duplicate_script_version_refused,
+            check_run_attempt_fields_round_trip,
+            check_duplicates_survive_upsert,
+            check_note_duplicate,
+            check_list_runs_since,
         );
     };
     (@each $make:expr; $($check:ident),* $(,)?) => {
@@ -620,4 +628,90 @@ async fn a_url_asking_for_tls_is_refused_not_downgraded() {
         err.is_err(),
         "sslmode=require must not connect in plain text"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_1_schema_is_migrated_and_keeps_its_jobs() {
+    let Some(url) = test_url() else { return };
+    let cluster = fresh_cluster();
+    let guard = SchemaGuard {
+        url: url.clone(),
+        cluster: cluster.clone(),
+    };
+    let old = PostgresStore::connect_with(&url, &cluster, 1)
+        .await
+        .expect("create a version 1 schema");
+    old.close().await;
+    let client = raw(&url).await;
+    let schema = schema::schema_name(&cluster).expect("valid");
+    assert_eq!(
+        schema::current_version(&client, &schema)
+            .await
+            .expect("version"),
+        Some(1)
+    );
+    // Rows exactly as a version 1 build wrote them.
+    client
+        .batch_execute(&format!(
+            "SET search_path TO {}; \
+             INSERT INTO jobs (id, name, description, exec_type, cron, exec_at_ms, timezone, \
+               enabled, time_limit_ms, memory_limit_mb, overlap, misfire, misfire_window_s, \
+               version, created_at_ms, updated_at_ms) VALUES ('old', 'n', '', 0, '* * * * *', \
+               NULL, 'UTC', true, 1000, 64, 'skip', 'run_once', 60, 3, 10, 20); \
+             INSERT INTO scripts (job_id, source) VALUES ('old', 'old() // é'); \
+             INSERT INTO runs (run_id, job_id, trigger_kind, scheduled_at_ms, outcome, node, \
+               log, log_truncated) VALUES ('old-run', 'old', 'schedule', 15, 'succeeded', 'n', \
+               '[]', false); \
+             RESET search_path",
+            schema::quote_ident(&schema)
+        ))
+        .await
+        .expect("write version 1 rows");
+    for _ in 0..2 {
+        let store = connect(&url, &cluster).await;
+        let job = store.get_job("old").await.expect("get").expect("kept");
+        assert_eq!(job.version, 3);
+        assert_eq!(
+            (
+                job.max_concurrent,
+                job.max_catch_up,
+                job.retry,
+                job.jitter_s
+            ),
+            (1, 10, RetryPolicy::default(), 0)
+        );
+        assert_eq!(job.paused_until_ms, None);
+        assert_eq!((job.script_version, job.script_note.as_str()), (1, ""));
+        assert_eq!(
+            store.get_script_version("old", 1).await.expect("version"),
+            Some(ScriptVersion {
+                version: 1,
+                note: String::new(),
+                created_at_ms: 20,
+                bytes: 11,
+                source: Some("old() // é".to_owned()),
+            })
+        );
+        assert_eq!(
+            store
+                .list_script_versions("old")
+                .await
+                .expect("versions")
+                .len(),
+            1
+        );
+        let run = store.get_run("old-run").await.expect("run").expect("kept");
+        assert_eq!(
+            (run.attempt, run.script_version, run.duplicates),
+            (1, None, 0)
+        );
+        store.close().await;
+        assert_eq!(
+            schema::current_version(&client, &schema)
+                .await
+                .expect("version"),
+            Some(schema::latest_version())
+        );
+    }
+    drop(guard);
 }

@@ -4,12 +4,13 @@
 //! when a slot is free, the task takes everything queued (up to [`MAX_BATCH`] requests
 //! or [`MAX_BATCH_BYTES`] of scripts) as the next group. Under light load a create
 //! therefore goes alone and at once (the plain single-row statement); under load, the
-//! creates that queued while the slots were busy go together. A group inserts its jobs
-//! and their scripts with ONE auto-committed statement (a data-modifying `WITH`), then
-//! answers each request: `Ok` for the ids inserted, `Duplicate` for the others. An
-//! answer is never sent before the statement that makes it durable has returned. If a
-//! group fails for a reason other than the database being unavailable, its requests are
-//! retried one by one, so one bad job does not fail its neighbours.
+//! creates that queued while the slots were busy go together. A group inserts its jobs,
+//! their scripts and those scripts' first versions with ONE auto-committed statement (a
+//! data-modifying `WITH`), then answers each request: `Ok` for the ids inserted,
+//! `Duplicate` for the others. An answer is never sent before the statement that makes
+//! it durable has returned. If a group fails for a reason other than the database being
+//! unavailable, its requests are retried one by one, so one bad job does not fail its
+//! neighbours.
 //!
 //! Only creates go through here: they are the one write that arrives in bursts (imports,
 //! API clients). This module does no reads for callers.
@@ -187,16 +188,22 @@ async fn commit_group(inner: &Inner, mut batch: Vec<Request>) {
 }
 
 impl Inner {
-    /// Inserts one job and its script with one statement. `Duplicate` if the id exists.
+    /// Inserts one job, its script and that script as its first version with one
+    /// statement. `Duplicate` if the id exists.
     pub(super) async fn create_one(&self, job: &Job, script: &str) -> StoreResult<()> {
         let params = JobParams::new(job).ctx("create job")?;
         let client = self.client().await?;
+        // $15 created_at_ms, $27 script_version, $28 script_note, $29 the script.
         let stmt = client
             .prepare_cached(&self.sql(&format!(
                 "WITH j AS (INSERT INTO {{s}}.jobs ({JOB_COLUMNS}) VALUES \
                  ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-                 $18, $19) ON CONFLICT (id) DO NOTHING RETURNING id) \
-                 INSERT INTO {{s}}.scripts (job_id, source) SELECT id, $20 FROM j"
+                 $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28) \
+                 ON CONFLICT (id) DO NOTHING RETURNING id), \
+                 v AS (INSERT INTO {{s}}.script_versions \
+                   (job_id, version, source, note, created_at_ms) \
+                   SELECT id, $27, $29, $28, $15 FROM j) \
+                 INSERT INTO {{s}}.scripts (job_id, source) SELECT id, $29 FROM j"
             )))
             .await
             .ctx("prepare insert job")?;
@@ -209,8 +216,8 @@ impl Inner {
         Ok(())
     }
 
-    /// Inserts jobs with distinct ids and their scripts with one statement, skipping ids
-    /// that exist. Returns the ids inserted.
+    /// Inserts jobs with distinct ids, their scripts and those scripts as their first
+    /// versions with one statement, skipping ids that exist. Returns the ids inserted.
     async fn create_many<'a>(
         &self,
         jobs: impl Iterator<Item = (&'a Job, &'a str)>,
@@ -229,10 +236,18 @@ impl Inner {
                    SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::smallint[], \
                      $5::text[], $6::bigint[], $7::text[], $8::boolean[], $9::bigint[], \
                      $10::bigint[], $11::text[], $12::text[], $13::bigint[], $14::bigint[], \
-                     $15::bigint[], $16::bigint[], $17::bigint[], $18::bigint[], $19::text[]) \
+                     $15::bigint[], $16::bigint[], $17::bigint[], $18::bigint[], $19::text[], \
+                     $20::bigint[], $21::bigint[], $22::bigint[], $23::bigint[], $24::bigint[], \
+                     $25::bigint[], $26::bigint[], $27::bigint[], $28::text[]) \
                    ON CONFLICT (id) DO NOTHING RETURNING id), \
                  s AS (INSERT INTO {{s}}.scripts (job_id, source) \
-                   SELECT u.id, u.source FROM UNNEST($1::text[], $20::text[]) AS u(id, source) \
+                   SELECT u.id, u.source FROM UNNEST($1::text[], $29::text[]) AS u(id, source) \
+                   JOIN j ON j.id = u.id), \
+                 v AS (INSERT INTO {{s}}.script_versions \
+                   (job_id, version, source, note, created_at_ms) \
+                   SELECT u.id, u.version, u.source, u.note, u.created \
+                   FROM UNNEST($1::text[], $27::bigint[], $29::text[], $28::text[], \
+                     $15::bigint[]) AS u(id, version, source, note, created) \
                    JOIN j ON j.id = u.id) \
                  SELECT id FROM j"
             )))
@@ -271,6 +286,15 @@ struct JobColumns<'a> {
     last_scheduled_ms: Vec<Option<i64>>,
     last_started_ms: Vec<Option<i64>>,
     last_outcome: Vec<Option<&'a str>>,
+    max_concurrent: Vec<i64>,
+    max_catch_up: Vec<i64>,
+    retry_max_retries: Vec<i64>,
+    retry_backoff_ms: Vec<i64>,
+    retry_max_backoff_ms: Vec<i64>,
+    jitter_s: Vec<i64>,
+    paused_until_ms: Vec<Option<i64>>,
+    script_version: Vec<i64>,
+    script_note: Vec<&'a str>,
     script: Vec<&'a str>,
 }
 
@@ -296,11 +320,20 @@ impl<'a> JobColumns<'a> {
         self.last_scheduled_ms.push(job.last.scheduled_at_ms);
         self.last_started_ms.push(job.last.started_at_ms);
         self.last_outcome.push(job.last.outcome.as_deref());
+        self.max_concurrent.push(p.max_concurrent);
+        self.max_catch_up.push(p.max_catch_up);
+        self.retry_max_retries.push(p.retry_max_retries);
+        self.retry_backoff_ms.push(p.retry_backoff_ms);
+        self.retry_max_backoff_ms.push(p.retry_max_backoff_ms);
+        self.jitter_s.push(p.jitter_s);
+        self.paused_until_ms.push(job.paused_until_ms);
+        self.script_version.push(p.script_version);
+        self.script_note.push(&job.script_note);
         self.script.push(script);
         Ok(())
     }
 
-    fn params(&self) -> [&(dyn ToSql + Sync); 20] {
+    fn params(&self) -> [&(dyn ToSql + Sync); 29] {
         [
             &self.id,
             &self.name,
@@ -321,6 +354,15 @@ impl<'a> JobColumns<'a> {
             &self.last_scheduled_ms,
             &self.last_started_ms,
             &self.last_outcome,
+            &self.max_concurrent,
+            &self.max_catch_up,
+            &self.retry_max_retries,
+            &self.retry_backoff_ms,
+            &self.retry_max_backoff_ms,
+            &self.jitter_s,
+            &self.paused_until_ms,
+            &self.script_version,
+            &self.script_note,
             &self.script,
         ]
     }

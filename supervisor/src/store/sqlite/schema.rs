@@ -12,7 +12,10 @@ use anyhow::{Context, bail};
 use rusqlite::{Connection, TransactionBehavior};
 
 /// Ordered schema steps; the schema version is the number of steps applied.
-pub(super) const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_initial.sql")];
+pub(super) const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_initial.sql"),
+    include_str!("migrations/0002_policies.sql"),
+];
 
 /// The schema version this build writes.
 pub(super) fn latest_version() -> u32 {

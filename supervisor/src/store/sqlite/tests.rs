@@ -13,6 +13,7 @@ use rusqlite::Connection;
 use tempfile::TempDir;
 
 use super::{SqliteOptions, SqliteStore, schema};
+use crate::job::{RetryPolicy, ScriptVersion};
 use crate::store::conformance::{StoreFixture, sample_job, sample_run};
 use crate::store::{Store, StoreError};
 
@@ -79,15 +80,58 @@ async fn migrates_a_v1_database_and_reopens_idempotently() {
             [],
         )
         .expect("insert v1 script");
+        conn.execute(
+            "INSERT INTO runs (run_id, job_id, trigger_kind, scheduled_at_ms, outcome, node, \
+             log, log_truncated) VALUES ('old-run', 'old', 'schedule', 15, 'succeeded', 'n', \
+             '[]', 0)",
+            [],
+        )
+        .expect("insert v1 run");
     }
     for _ in 0..3 {
         let store = SqliteStore::open(&path).expect("open migrated");
         let job = store.get_job("old").await.expect("get").expect("present");
         assert_eq!(job.version, 3);
         assert!(job.enabled);
+        // The columns of version 2 read as a new job's defaults.
+        assert_eq!(
+            (
+                job.max_concurrent,
+                job.max_catch_up,
+                job.retry,
+                job.jitter_s
+            ),
+            (1, 10, RetryPolicy::default(), 0)
+        );
+        assert_eq!(job.paused_until_ms, None);
+        assert_eq!((job.script_version, job.script_note.as_str()), (1, ""));
         assert_eq!(
             store.get_script("old").await.expect("script").as_deref(),
             Some("old()")
+        );
+        // The current script became version 1, stamped with the job's last change.
+        assert_eq!(
+            store.get_script_version("old", 1).await.expect("version"),
+            Some(ScriptVersion {
+                version: 1,
+                note: String::new(),
+                created_at_ms: 20,
+                bytes: 5,
+                source: Some("old()".to_owned()),
+            })
+        );
+        assert_eq!(
+            store
+                .list_script_versions("old")
+                .await
+                .expect("versions")
+                .len(),
+            1
+        );
+        let run = store.get_run("old-run").await.expect("run").expect("kept");
+        assert_eq!(
+            (run.attempt, run.script_version, run.duplicates),
+            (1, None, 0)
         );
         store.close().await;
         let conn = Connection::open(&path).expect("open raw");
@@ -148,7 +192,11 @@ async fn unknown_enum_values_are_errors_not_panics() {
         .await
         .expect("create");
     store
-        .record_runs(&[sample_run("r", "j", 1)])
+        .create_job(&sample_job("m"), "")
+        .await
+        .expect("create");
+    store
+        .record_runs(&[sample_run("r", "j", 1), sample_run("s", "k", 1)])
         .await
         .expect("record");
     {
@@ -157,12 +205,30 @@ async fn unknown_enum_values_are_errors_not_panics() {
             .expect("poke");
         raw.execute("UPDATE jobs SET exec_type = 7 WHERE id = 'k'", [])
             .expect("poke");
-        raw.execute("UPDATE runs SET trigger_kind = 'cosmic ray'", [])
+        raw.execute("UPDATE jobs SET max_concurrent = -1 WHERE id = 'm'", [])
             .expect("poke");
+        raw.execute(
+            "UPDATE runs SET trigger_kind = 'cosmic ray' WHERE run_id = 'r'",
+            [],
+        )
+        .expect("poke");
+        raw.execute("UPDATE runs SET duplicates = -1 WHERE run_id = 's'", [])
+            .expect("poke");
+        raw.execute(
+            "UPDATE script_versions SET version = -1 WHERE job_id = 'm'",
+            [],
+        )
+        .expect("poke");
     }
-    for id in ["j", "k"] {
+    match store.list_script_versions("m").await {
+        Err(StoreError::Other(e)) => assert!(format!("{e:#}").contains("job m"), "{e:#}"),
+        r => panic!("expected Other, got {r:?}"),
+    }
+    for id in ["j", "k", "m"] {
         match store.get_job(id).await {
-            Err(StoreError::Other(e)) => assert!(format!("{e:#}").contains(id), "{e:#}"),
+            Err(StoreError::Other(e)) => {
+                assert!(format!("{e:#}").contains(&format!("job {id}")), "{e:#}")
+            }
             r => panic!("expected Other, got {r:?}"),
         }
     }
@@ -171,10 +237,14 @@ async fn unknown_enum_values_are_errors_not_panics() {
         store.list_jobs(&Default::default()).await,
         Err(StoreError::Other(_))
     ));
-    assert!(matches!(
-        store.get_run("r").await,
-        Err(StoreError::Other(_))
-    ));
+    for id in ["r", "s"] {
+        match store.get_run(id).await {
+            Err(StoreError::Other(e)) => {
+                assert!(format!("{e:#}").contains(&format!("run {id}")), "{e:#}")
+            }
+            r => panic!("expected Other, got {r:?}"),
+        }
+    }
     store.close().await;
 }
 

@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::checkpoint::Checkpointer;
 use super::rows::{JOB_COLUMNS, encode_log, opt_to_i64, to_i64};
-use crate::job::{Job, RunRecord, outcome};
+use crate::job::{Job, RunRecord, Trigger, outcome};
 use crate::store::{StoreError, StoreResult};
 
 /// Most requests committed in one transaction.
@@ -54,6 +54,11 @@ pub(super) enum Op {
     Record {
         runs: Vec<RunRecord>,
     },
+    /// Counts a suppressed duplicate on the newest non-manual record of an occurrence.
+    NoteDuplicate {
+        job_id: String,
+        scheduled_ms: i64,
+    },
     /// Deletes up to [`PRUNE_CHUNK`] runs scheduled before the cutoff.
     PruneOld {
         older_than_ms: i64,
@@ -69,13 +74,17 @@ pub(super) enum Op {
 impl Op {
     fn payload_bytes(&self) -> usize {
         match self {
-            Op::Create { script, .. } => script.len() + 512,
-            Op::Update { script, .. } => script.as_ref().map_or(0, String::len) + 512,
+            // The script goes in twice: as the current one and as a version.
+            Op::Create { script, .. } => 2 * script.len() + 512,
+            Op::Update { script, .. } => 2 * script.as_ref().map_or(0, String::len) + 512,
             Op::Record { runs } => runs
                 .iter()
                 .map(|r| 256 + r.log.iter().map(|l| l.text.len() + 32).sum::<usize>())
                 .sum(),
-            Op::Delete { .. } | Op::PruneOld { .. } | Op::PruneKeep { .. } => 64,
+            Op::Delete { .. }
+            | Op::NoteDuplicate { .. }
+            | Op::PruneOld { .. }
+            | Op::PruneKeep { .. } => 64,
         }
     }
 }
@@ -83,6 +92,8 @@ impl Op {
 pub(super) enum Reply {
     Done,
     Deleted(bool),
+    /// Whether a record was found to count a duplicate on.
+    Noted(bool),
     /// Runs deleted, and where a count-prune continues (`None`: finished).
     Pruned {
         deleted: u64,
@@ -279,6 +290,10 @@ fn apply(conn: &Connection, op: &Op) -> StoreResult<Reply> {
         } => update(conn, job, script.as_deref(), *expected).map(|()| Reply::Done),
         Op::Delete { id } => delete(conn, id).map(Reply::Deleted),
         Op::Record { runs } => record(conn, runs).map(|()| Reply::Done),
+        Op::NoteDuplicate {
+            job_id,
+            scheduled_ms,
+        } => note_duplicate(conn, job_id, *scheduled_ms).map(Reply::Noted),
         Op::PruneOld { older_than_ms } => prune_old(conn, *older_than_ms),
         Op::PruneKeep { keep, after_id } => prune_keep(conn, *keep, after_id.as_deref()),
     }
@@ -287,7 +302,8 @@ fn apply(conn: &Connection, op: &Op) -> StoreResult<Reply> {
 fn create(conn: &Connection, job: &Job, script: &str) -> StoreResult<()> {
     let sql = format!(
         "INSERT INTO jobs ({JOB_COLUMNS}) VALUES \
-         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19) \
+         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, \
+         ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28) \
          ON CONFLICT (id) DO NOTHING"
     );
     let inserted = conn
@@ -313,6 +329,15 @@ fn create(conn: &Connection, job: &Job, script: &str) -> StoreResult<()> {
             job.last.scheduled_at_ms,
             job.last.started_at_ms,
             job.last.outcome,
+            job.max_concurrent,
+            job.max_catch_up,
+            job.retry.max_retries,
+            to_i64(job.retry.backoff_ms, "retry backoff_ms").ctx("insert job")?,
+            to_i64(job.retry.max_backoff_ms, "retry max_backoff_ms").ctx("insert job")?,
+            job.jitter_s,
+            job.paused_until_ms,
+            to_i64(job.script_version, "script_version").ctx("insert job")?,
+            job.script_note,
         ])
         .ctx("insert job")?;
     if inserted == 0 {
@@ -322,17 +347,56 @@ fn create(conn: &Connection, job: &Job, script: &str) -> StoreResult<()> {
         .ctx("prepare insert script")?
         .execute(params![job.id, script])
         .ctx("insert script")?;
+    // A new job has no versions (they go with a deleted job of the same id).
+    insert_version(conn, job, script, job.created_at_ms)
+}
+
+/// Keeps `script` as version `job.script_version` of the job's script.
+fn insert_version(conn: &Connection, job: &Job, script: &str, at_ms: i64) -> StoreResult<()> {
+    conn.prepare_cached(
+        "INSERT INTO script_versions (job_id, version, source, note, created_at_ms) \
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )
+    .ctx("prepare insert script version")?
+    .execute(params![
+        job.id,
+        to_i64(job.script_version, "script_version").ctx("insert script version")?,
+        script,
+        job.script_note,
+        at_ms,
+    ])
+    .ctx("insert script version")?;
     Ok(())
 }
 
 fn update(conn: &Connection, job: &Job, script: Option<&str>, expected: u64) -> StoreResult<()> {
     let expected_i = to_i64(expected, "expected version").ctx("update job")?;
+    let script_version = to_i64(job.script_version, "script_version").ctx("update job")?;
+    // Looked at before anything changes (see `commit_group`): a script version is saved
+    // once, so a second save under its number lost a race.
+    if script.is_some() {
+        let taken = conn
+            .prepare_cached("SELECT 1 FROM script_versions WHERE job_id = ?1 AND version = ?2")
+            .ctx("prepare find script version")?
+            .query_row(params![job.id, script_version], |_| Ok(()))
+            .optional()
+            .ctx("find script version")?
+            .is_some();
+        if taken {
+            return Err(StoreError::VersionConflict {
+                id: job.id.clone(),
+                expected,
+            });
+        }
+    }
     let changed = conn
         .prepare_cached(
             "UPDATE jobs SET name = ?2, description = ?3, exec_type = ?4, cron = ?5, \
              exec_at_ms = ?6, timezone = ?7, enabled = ?8, time_limit_ms = ?9, \
              memory_limit_mb = ?10, overlap = ?11, misfire = ?12, misfire_window_s = ?13, \
-             version = ?14, updated_at_ms = ?15 \
+             version = ?14, updated_at_ms = ?15, max_concurrent = ?17, max_catch_up = ?18, \
+             retry_max_retries = ?19, retry_backoff_ms = ?20, retry_max_backoff_ms = ?21, \
+             jitter_s = ?22, paused_until_ms = ?23, script_version = ?24, script_note = ?25 \
              WHERE id = ?1 AND version = ?16",
         )
         .ctx("prepare update job")?
@@ -353,6 +417,15 @@ fn update(conn: &Connection, job: &Job, script: Option<&str>, expected: u64) -> 
             to_i64(job.version, "version").ctx("update job")?,
             job.updated_at_ms,
             expected_i,
+            job.max_concurrent,
+            job.max_catch_up,
+            job.retry.max_retries,
+            to_i64(job.retry.backoff_ms, "retry backoff_ms").ctx("update job")?,
+            to_i64(job.retry.max_backoff_ms, "retry max_backoff_ms").ctx("update job")?,
+            job.jitter_s,
+            job.paused_until_ms,
+            script_version,
+            job.script_note,
         ])
         .ctx("update job")?;
     if changed == 0 {
@@ -377,12 +450,13 @@ fn update(conn: &Connection, job: &Job, script: Option<&str>, expected: u64) -> 
             .ctx("prepare replace script")?
             .execute(params![job.id, script])
             .ctx("replace script")?;
+        insert_version(conn, job, script, job.updated_at_ms)?;
     }
     Ok(())
 }
 
 fn delete(conn: &Connection, id: &str) -> StoreResult<bool> {
-    // The script and the history go by ON DELETE CASCADE.
+    // The script, its versions and the history go by ON DELETE CASCADE.
     let n = conn
         .prepare_cached("DELETE FROM jobs WHERE id = ?1")
         .ctx("prepare delete job")?
@@ -407,15 +481,17 @@ fn record(conn: &Connection, runs: &[RunRecord]) -> StoreResult<()> {
         .prepare_cached(
             "INSERT INTO runs (run_id, job_id, trigger_kind, scheduled_at_ms, started_at_ms, \
              ended_at_ms, outcome, node, error_message, error_stack, cpu_time_us, \
-             peak_memory_bytes, log, log_truncated) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
+             peak_memory_bytes, log, log_truncated, attempt, script_version, duplicates) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17) \
              ON CONFLICT (run_id) DO UPDATE SET job_id = excluded.job_id, \
              trigger_kind = excluded.trigger_kind, scheduled_at_ms = excluded.scheduled_at_ms, \
              started_at_ms = excluded.started_at_ms, ended_at_ms = excluded.ended_at_ms, \
              outcome = excluded.outcome, node = excluded.node, \
              error_message = excluded.error_message, error_stack = excluded.error_stack, \
              cpu_time_us = excluded.cpu_time_us, peak_memory_bytes = excluded.peak_memory_bytes, \
-             log = excluded.log, log_truncated = excluded.log_truncated",
+             log = excluded.log, log_truncated = excluded.log_truncated, \
+             attempt = excluded.attempt, script_version = excluded.script_version, \
+             duplicates = max(duplicates, excluded.duplicates)",
         )
         .ctx("prepare upsert run")?;
     let mut fold_times = conn
@@ -462,6 +538,9 @@ fn record(conn: &Connection, runs: &[RunRecord]) -> StoreResult<()> {
                 opt_to_i64(run.peak_memory_bytes, "peak_memory_bytes").ctx("upsert run")?,
                 encode_log(&run.log).ctx("upsert run")?,
                 run.log_truncated,
+                run.attempt,
+                opt_to_i64(run.script_version, "script_version").ctx("upsert run")?,
+                run.duplicates,
             ])
             .ctx("upsert run")?;
         fold_times
@@ -475,6 +554,20 @@ fn record(conn: &Connection, runs: &[RunRecord]) -> StoreResult<()> {
         }
     }
     Ok(())
+}
+
+fn note_duplicate(conn: &Connection, job_id: &str, scheduled_ms: i64) -> StoreResult<bool> {
+    // Run ids are UUID v7: the greatest is the newest record.
+    let n = conn
+        .prepare_cached(
+            "UPDATE runs SET duplicates = duplicates + 1 WHERE run_id = \
+             (SELECT run_id FROM runs WHERE job_id = ?1 AND scheduled_at_ms = ?2 \
+              AND trigger_kind <> ?3 ORDER BY run_id DESC LIMIT 1)",
+        )
+        .ctx("prepare note duplicate")?
+        .execute(params![job_id, scheduled_ms, Trigger::Manual.as_str()])
+        .ctx("note duplicate")?;
+    Ok(n > 0)
 }
 
 fn chunk_i64() -> i64 {
