@@ -253,10 +253,11 @@ test("script versions: save with a note, see the diff, roll back", async () => {
   await page.keyboard.press("ControlOrMeta+a");
   await page.keyboard.press("Backspace");
   await page.keyboard.insertText("// Sends the export.\nconst target = 'two';\nconsole.log('sending to', target);\nconsole.log('retrying once');\nconsole.log('done');\n");
-  await page.locator("#dirty-state", { hasText: "Unsaved" }).waitFor();
+  await page.locator("#dirty-state.dirty").waitFor();
   await page.fill("#script-note", "point it at two, log the retry");
   await page.click("#save-script");
-  await page.locator("#dirty-state", { hasText: "Saved" }).waitFor();
+  // (hasText is a case-insensitive substring: "Unsaved" would match "Saved".)
+  await page.locator("#dirty-state.saved").waitFor();
   assert.equal(await page.inputValue("#script-note"), "");
   let job = await getJob(id);
   assert.equal(job.scriptVersion, 2);

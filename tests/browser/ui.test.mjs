@@ -135,7 +135,7 @@ test("edit the script: syntax errors are marked, Ctrl+S saves", async () => {
   await page.keyboard.press("Backspace");
   await page.keyboard.insertText("console.log('broken' +;\n");
   await page.locator(".cm-lint-marker-error").first().waitFor();
-  await page.locator("#dirty-state", { hasText: "Unsaved" }).waitFor();
+  await page.locator("#dirty-state.dirty").waitFor();
   await page.keyboard.press("ControlOrMeta+a");
   await page.keyboard.press("Backspace");
   await page.keyboard.insertText([
@@ -154,7 +154,7 @@ test("edit the script: syntax errors are marked, Ctrl+S saves", async () => {
   ].join("\n"));
   await page.locator(".cm-lint-marker-error").waitFor({ state: "detached" });
   await page.keyboard.press("ControlOrMeta+s");
-  await page.locator("#dirty-state", { hasText: "Saved" }).waitFor();
+  await page.locator("#dirty-state.saved").waitFor();
   const saved = await server.api("GET", `/api/script?id=${encodeURIComponent(jobId)}`);
   assert.match(saved.script, /report: done/);
 });
@@ -177,14 +177,14 @@ test("debug streams the console live, levels coloured, with outcome and duration
   await page.locator(".cm-content").click();
   await page.keyboard.press("ControlOrMeta+End");
   await page.keyboard.insertText("\nthrow new Error('draft only');\n");
-  await page.locator("#dirty-state", { hasText: "Unsaved" }).waitFor();
+  await page.locator("#dirty-state.dirty").waitFor();
   await page.keyboard.press("ControlOrMeta+Enter");
   await page.locator("#console .console-note", { hasText: "unsaved draft" }).waitFor();
   await page.locator("#debug-end[data-outcome=failed]", { hasText: "draft only" }).waitFor();
   await page.locator(".cm-lint-marker-error").first().waitFor(); // The failing line is marked.
   // Back to the saved script for the screenshot.
   await page.keyboard.press("ControlOrMeta+z");
-  await page.locator("#dirty-state", { hasText: "Saved" }).waitFor();
+  await page.locator("#dirty-state.saved").waitFor();
   await page.click("#debug-run");
   await page.locator("#debug-end[data-outcome=succeeded]").waitFor();
   await shot("script-debug.png");

@@ -35,7 +35,7 @@ export function versionsPage(root, { id }, query) {
           el("div", { class: "table-wrap" }, el("table", { id: "versions-table", class: "compact" },
             el("thead", {}, el("tr", {},
               el("th", { scope: "col" }, "Version"), el("th", { scope: "col" }, "Saved"), el("th", { scope: "col" }, "Note"),
-              el("th", { scope: "col", class: "num" }, "Size"), el("th", { scope: "col" }, el("span", { class: "visually-hidden" }, "Actions")))),
+              el("th", { scope: "col" }, el("span", { class: "visually-hidden" }, "Actions")))),
             tbody)),
           listStatus),
         detail));
@@ -69,7 +69,7 @@ export function versionsPage(root, { id }, query) {
       await renderDetail();
     } catch (e) {
       if (disposed) return;
-      fill(tbody, el("tr", {}, el("td", { colspan: 5, class: "empty" },
+      fill(tbody, el("tr", {}, el("td", { colspan: 4, class: "empty" },
         el("div", { class: "alert alert-bad", id: "versions-error" }, `Could not load the versions: ${e.message}`),
         el("button", { type: "button", class: "btn btn-sm", style: { marginTop: "10px" }, onclick: loadList }, "Try again"))));
       fill(detail);
@@ -92,9 +92,8 @@ export function versionsPage(root, { id }, query) {
         onclick: () => choose(view),
       },
         el("td", { class: "nowrap" }, el("b", {}, `v${v.version}`), " ", v.current ? el("span", { class: "badge ok", id: "current-badge" }, "current") : null),
-        el("td", { class: "nowrap" }, timeEl(v.createdAt)),
+        el("td", { class: "nowrap" }, timeEl(v.createdAt), el("div", { class: "faint small size" }, fmtBytes(v.bytes))),
         el("td", { class: "note" }, v.note || el("span", { class: "faint" }, "—")),
-        el("td", { class: "num nowrap" }, fmtBytes(v.bytes)),
         el("td", { class: "actions" },
           el("button", { type: "button", class: "btn btn-sm btn-ghost", dataset: { action: "view" }, "aria-label": `View ${label}`, "aria-pressed": String(selected === v.version && view === "source"), onclick: (ev) => { ev.stopPropagation(); choose("source"); } }, "View"),
           el("button", { type: "button", class: "btn btn-sm btn-ghost", dataset: { action: "diff" }, "aria-label": `Diff ${label} with the current version`, "aria-pressed": String(selected === v.version && view === "diff"), onclick: (ev) => { ev.stopPropagation(); against = null; choose("diff"); } }, "Diff"),
