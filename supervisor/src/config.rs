@@ -82,6 +82,10 @@ pub struct PoolArgs {
     /// Path of the `traitor-worker` binary (default: next to `traitor`).
     #[arg(long = "worker-bin", env = "TRAITOR_WORKER_BIN")]
     pub worker_bin: Option<PathBuf>,
+    /// Directory of native plugins (`*.so`) the workers load (default:
+    /// `~/.traitor/plugin`). The supervisor itself never loads them.
+    #[arg(long = "plugin-dir", env = "TRAITOR_PLUGIN_DIR")]
+    pub plugin_dir: Option<PathBuf>,
     /// Time limit of one HTTP request made by a script, milliseconds.
     #[arg(
         long = "http-timeout-ms",

@@ -8,6 +8,7 @@
 
 pub mod bench_service;
 pub mod cluster;
+pub mod plugins;
 pub mod server;
 
 use std::collections::HashMap;

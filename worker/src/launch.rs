@@ -1,6 +1,7 @@
 //! How the `traitor-worker` binary starts: check that a supervisor launched it (fd 3
 //! is a socket and `TRAITOR_WORKER_FD` says so), build the current-thread runtime, and
-//! hand the socket to [`crate::serve`] with the sandbox on.
+//! hand the socket to [`crate::serve_with`] with the sandbox on and the plugin
+//! directory `TRAITOR_PLUGIN_DIR` names (if any).
 //!
 //! Exit statuses: 0 after `Shutdown` or end of stream; 1 broken stream or malformed
 //! frame; 2 not launched by a supervisor; 3 handshake refused; 4 sandbox could not be
@@ -10,11 +11,23 @@
 //! multi-thread runtime (RLIMIT_AS), or run anything before the handshake.
 
 use std::os::fd::{FromRawFd, RawFd};
+use std::path::PathBuf;
 
-use crate::serve::{Sandbox, serve};
+use crate::serve::{Options, Sandbox, serve_with};
 
 /// The environment variable naming the inherited socket's descriptor.
 pub const FD_ENV: &str = "TRAITOR_WORKER_FD";
+
+/// The environment variable naming the plugin directory (absolute; unset or empty:
+/// no plugins).
+pub const PLUGIN_DIR_ENV: &str = "TRAITOR_PLUGIN_DIR";
+
+/// The plugin directory the supervisor passed, if any.
+pub fn plugin_dir() -> Option<PathBuf> {
+    std::env::var_os(PLUGIN_DIR_ENV)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+}
 
 fn refuse(msg: &str) -> i32 {
     eprintln!("traitor-worker: {msg}");
@@ -71,7 +84,11 @@ pub fn run_worker() -> i32 {
         let stream = tokio::net::UnixStream::from_std(std_stream)
             .map_err(|e| crate::ServeError::Protocol(format!("fd {fd}: {e}")))?;
         let (r, w) = stream.into_split();
-        serve(r, w, Sandbox::Seccomp).await
+        let opts = Options {
+            sandbox: Sandbox::Seccomp,
+            plugin_dir: plugin_dir(),
+        };
+        serve_with(r, w, opts).await
     });
     match result {
         Ok(()) => 0,

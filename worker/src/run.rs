@@ -21,7 +21,7 @@ use rquickjs::{AsyncContext, AsyncRuntime, Ctx, Module, Value, promise::PromiseS
 use crate::alloc::{CountingAllocator, MemStats};
 use crate::cpu::CpuTimed;
 use crate::engine::errors::{self, Thrown};
-use crate::engine::{self, RunHost, Stop, http, modules, timers};
+use crate::engine::{self, RunHost, Stop, http, modules, plugins, timers};
 
 /// How long past its wall limit a run may take before the outer timeout drops it
 /// (the interrupt handler and the event loop normally end it on time).
@@ -192,6 +192,12 @@ async fn event_loop<'js>(ctx: Ctx<'js>, start: &StartRun, host: &Rc<RunHost>) ->
             }
             continue;
         }
+        if let Some((id, reply)) = host.plugin_inbox.pop() {
+            if let Err(e) = plugins::deliver(&ctx, id, reply) {
+                return failed(&ctx, host, e);
+            }
+            continue;
+        }
         let now = std::time::Instant::now();
         if now >= host.deadline {
             return Finish::Stopped(Stop::TimedOut);
@@ -208,14 +214,14 @@ async fn event_loop<'js>(ctx: Ctx<'js>, start: &StartRun, host: &Rc<RunHost>) ->
         let next_timer = engine::run_cx(&ctx)
             .ok()
             .and_then(|cx| cx.timers.borrow().next_deadline());
-        let waiting_on_host = http::has_pending(&ctx);
+        let waiting_on_host = http::has_pending(&ctx) || plugins::has_pending(&ctx);
         if next_timer.is_none() && !waiting_on_host {
             if module_done {
                 return Finish::Succeeded;
             }
             return Finish::Failed(ScriptError {
                 message: "Error: the script's top-level await can never settle \
-                          (it waits on nothing: no timer, no request)"
+                          (it waits on nothing: no timer, no request, no plugin call)"
                     .into(),
                 stack: None,
             });

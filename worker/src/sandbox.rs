@@ -178,10 +178,17 @@ fn last_errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
-/// `traitor-worker --sandbox-selftest`: applies the filter, then tries what a hostile
-/// script would want. Prints one line per attempt to stdout and returns the exit
-/// status: 0 only if every attempt was refused (and a thread could still start).
+/// `traitor-worker --sandbox-selftest`: loads the plugins of `TRAITOR_PLUGIN_DIR` (as
+/// a real worker does), applies the filter, then tries what a hostile script would
+/// want. Prints one line per attempt to stdout and returns the exit status: 0 only if
+/// every attempt was refused (and a thread could still start).
 pub fn selftest() -> i32 {
+    if let Some(dir) = crate::launch::plugin_dir() {
+        let plugins = crate::plugin::Plugins::load_dir(&dir);
+        for name in plugins.loaded_names() {
+            println!("plugin {name}: loaded");
+        }
+    }
     if let Err(e) = apply() {
         println!("apply: failed: {e}");
         return 1;

@@ -5,11 +5,15 @@
 //! Generic over `AsyncRead`/`AsyncWrite` so the whole exchange is testable in memory;
 //! the binary hands it the fd-3 socket ([`crate::launch`]).
 //!
+//! Start-up order: `Hello` → `Welcome` → plugins loaded (they need the file system) →
+//! QuickJS warmed up → sandbox applied → runs.
+//!
 //! Must not: panic on peer data (a malformed frame ends `serve` with an error), start
 //! a run before the sandbox is in force, or write frames anywhere but the writer task.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -22,6 +26,7 @@ use tokio::sync::mpsc;
 use tokio::task::LocalSet;
 
 use crate::engine::{Outbox, RunHost};
+use crate::plugin::Plugins;
 use crate::{run, sandbox};
 
 /// Whether to lock the process down with seccomp after the handshake.
@@ -37,6 +42,14 @@ impl Sandbox {
     fn enabled(self) -> bool {
         matches!(self, Sandbox::Seccomp)
     }
+}
+
+/// How [`serve_with`] sets the worker up.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub sandbox: Sandbox,
+    /// The plugin directory (absolute); `None` loads no plugin.
+    pub plugin_dir: Option<PathBuf>,
 }
 
 /// Why [`serve`] stopped before a clean end.
@@ -93,16 +106,30 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin + 'static,
 {
-    LocalSet::new()
-        .run_until(serve_local(reader, writer, sandbox))
-        .await
+    let opts = Options {
+        sandbox,
+        plugin_dir: None,
+    };
+    serve_with(reader, writer, opts).await
 }
 
-async fn serve_local<R, W>(reader: R, mut writer: W, sandbox: Sandbox) -> Result<(), ServeError>
+/// [`serve`] with every option (plugins).
+pub async fn serve_with<R, W>(reader: R, writer: W, opts: Options) -> Result<(), ServeError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin + 'static,
 {
+    LocalSet::new()
+        .run_until(serve_local(reader, writer, opts))
+        .await
+}
+
+async fn serve_local<R, W>(reader: R, mut writer: W, opts: Options) -> Result<(), ServeError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + 'static,
+{
+    let sandbox = opts.sandbox;
     let mut reader = BufReader::with_capacity(64 * 1024, reader);
     write_frame_async(
         &mut writer,
@@ -137,6 +164,10 @@ where
         Err(e) => return Err(ServeError::Handshake(e.to_string())),
     }
 
+    let plugins = Rc::new(match &opts.plugin_dir {
+        Some(dir) => Plugins::load_dir(dir),
+        None => Plugins::default(),
+    });
     crate::engine_warm_up();
     if sandbox.enabled() {
         sandbox::apply().map_err(ServeError::Sandbox)?;
@@ -151,7 +182,7 @@ where
             None => return Ok(()),
         };
         match msg {
-            SupervisorMessage::StartRun(start) => start_run(start, &runs, &out),
+            SupervisorMessage::StartRun(start) => start_run(start, &runs, &out, &plugins),
             SupervisorMessage::HostReply {
                 run_id,
                 call_id,
@@ -184,7 +215,7 @@ fn message_name(m: &SupervisorMessage) -> &'static str {
     }
 }
 
-fn start_run(start: StartRun, runs: &Runs, out: &Outbox) {
+fn start_run(start: StartRun, runs: &Runs, out: &Outbox, plugins: &Rc<Plugins>) {
     let run_id = start.run_id;
     if runs.borrow().contains_key(&run_id) {
         eprintln!("traitor-worker: ignoring a second StartRun for live run {run_id}");
@@ -196,6 +227,7 @@ fn start_run(start: StartRun, runs: &Runs, out: &Outbox) {
         out.clone(),
         start.limits.output_bytes,
         deadline,
+        plugins.clone(),
     ));
     runs.borrow_mut().insert(run_id, host.clone());
     let runs = runs.clone();

@@ -62,6 +62,9 @@ pub struct PoolConfig {
     pub worker_bin: PathBuf,
     /// `RLIMIT_AS` of each worker process.
     pub rlimit_as_bytes: u64,
+    /// The plugin directory handed to every worker (absolute); `None`: no plugins.
+    /// The pool only passes the path on: workers load plugins, the supervisor never.
+    pub plugin_dir: Option<PathBuf>,
     /// After a run's time limit (or a cancel), how long its worker gets to stop it
     /// before the worker is killed from outside. Also the bound of each shutdown step.
     pub kill_grace: Duration,
@@ -80,6 +83,7 @@ impl PoolConfig {
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             worker_bin,
             rlimit_as_bytes: 1024 * 1024 * 1024,
+            plugin_dir: None,
             kill_grace: Duration::from_secs(1),
             max_runs_per_worker: 64,
             handshake_timeout: Duration::from_secs(5),
@@ -104,6 +108,15 @@ impl PoolConfig {
             "--max-runs-per-worker must be at least 1"
         );
         cfg.rlimit_as_bytes = args.worker_memory_mb.saturating_mul(1024 * 1024);
+        cfg.plugin_dir = match &args.plugin_dir {
+            Some(d) => Some(
+                spawn::absolute(d)
+                    .with_context(|| format!("resolve the plugin directory {}", d.display()))?,
+            ),
+            None => std::env::var_os("HOME")
+                .filter(|h| !h.is_empty())
+                .map(|h| PathBuf::from(h).join(".traitor").join("plugin")),
+        };
         cfg.kill_grace = Duration::from_millis(args.kill_grace_ms);
         cfg.max_runs_per_worker = args.max_runs_per_worker;
         Ok(cfg)

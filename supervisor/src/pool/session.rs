@@ -80,6 +80,7 @@ pub(crate) async fn launch(shared: &Shared, slot: usize) -> anyhow::Result<Conne
         .spawn(SpawnSpec {
             bin: bin.clone(),
             rlimit_as_bytes: shared.cfg.rlimit_as_bytes,
+            plugin_dir: shared.cfg.plugin_dir.clone(),
         })
         .await
         .with_context(|| format!("spawn worker {}", bin.display()))?;

@@ -10,7 +10,8 @@
 //! session (so the worker and anything it might start form one process group that
 //! [`WorkerProcess`] kills as a whole), the parent-death signal (and a check that the
 //! parent did not already die), no-new-privileges, rlimits, and the IPC socket moved to
-//! fd 3. The environment is cleared except `TRAITOR_WORKER_FD` and `RUST_LOG`.
+//! fd 3. The environment is cleared except `TRAITOR_WORKER_FD`, `RUST_LOG` and, when
+//! plugins are configured, `TRAITOR_PLUGIN_DIR` (the worker loads them; we never do).
 //!
 //! This module must not talk the protocol: it hands back a process and a socket.
 
@@ -39,6 +40,7 @@ const MAX_STDERR_LINE: u64 = 8 * 1024;
 pub(crate) struct SpawnSpec {
     pub(crate) bin: PathBuf,
     pub(crate) rlimit_as_bytes: u64,
+    pub(crate) plugin_dir: Option<PathBuf>,
 }
 
 /// A freshly started worker: the process and our end of its socket.
@@ -121,6 +123,10 @@ fn spawn_worker(spec: &SpawnSpec) -> io::Result<Spawned> {
         .kill_on_drop(true);
     if let Some(v) = std::env::var_os("RUST_LOG") {
         cmd.env("RUST_LOG", v);
+    }
+    if let Some(dir) = &spec.plugin_dir {
+        // The contract with `traitor-worker` (`worker::launch::PLUGIN_DIR_ENV`).
+        cmd.env("TRAITOR_PLUGIN_DIR", dir);
     }
     // SAFETY: the closure runs in the forked child before exec and only makes
     // async-signal-safe calls (setsid, prctl, getppid, setrlimit, dup2, fcntl); it
@@ -324,6 +330,7 @@ mod tests {
             .spawn(SpawnSpec {
                 bin: script,
                 rlimit_as_bytes: 512 * 1024 * 1024,
+                plugin_dir: None,
             })
             .await
             .unwrap();
@@ -350,6 +357,7 @@ mod tests {
             .spawn(SpawnSpec {
                 bin: "/nonexistent/traitor-worker".into(),
                 rlimit_as_bytes: 1 << 30,
+                plugin_dir: None,
             })
             .await
             .err()

@@ -6,6 +6,7 @@
 //! - [`http`]: `fetch` and `require('http').get`, both brokered through the supervisor.
 //! - [`modules`]: `require`, and the resolver/loader that refuses every import but
 //!   `http`.
+//! - [`plugins`]: `require(name)` of a native plugin, sync and async calls.
 //! - [`job`]: the read-only global `job`.
 //! - [`errors`]: turning thrown values into [`protocol::ScriptError`]s.
 //!
@@ -22,11 +23,13 @@ pub(crate) mod http;
 pub(crate) mod inspect;
 pub(crate) mod job;
 pub(crate) mod modules;
+pub(crate) mod plugins;
 pub(crate) mod timers;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Instant;
 
 use protocol::{
@@ -66,12 +69,24 @@ pub(crate) struct RunHost {
     unhandled: RefCell<Vec<(u64, ScriptError)>>,
     /// Host replies that arrived and are waiting for the run's event loop.
     replies: RefCell<VecDeque<(u32, Result<HostResponse, String>)>>,
-    /// Wakes the run's event loop: a reply arrived, the run was cancelled, …
-    pub(crate) wake: Notify,
+    /// Wakes the run's event loop: a reply arrived, the run was cancelled, a plugin
+    /// completed a call (from its own thread, hence `Arc`), …
+    pub(crate) wake: Arc<Notify>,
+    /// The worker's plugins.
+    pub(crate) plugins: Rc<crate::plugin::Plugins>,
+    /// Async plugin calls completed and not yet delivered.
+    pub(crate) plugin_inbox: Arc<plugins::Inbox>,
 }
 
 impl RunHost {
-    pub(crate) fn new(run_id: RunId, out: Outbox, output_limit: u64, deadline: Instant) -> Self {
+    pub(crate) fn new(
+        run_id: RunId,
+        out: Outbox,
+        output_limit: u64,
+        deadline: Instant,
+        plugins: Rc<crate::plugin::Plugins>,
+    ) -> Self {
+        let wake = Arc::new(Notify::new());
         Self {
             run_id,
             out,
@@ -83,7 +98,9 @@ impl RunHost {
             next_call_id: Cell::new(1),
             unhandled: RefCell::new(Vec::new()),
             replies: RefCell::new(VecDeque::new()),
-            wake: Notify::new(),
+            plugin_inbox: plugins::Inbox::new(wake.clone()),
+            wake,
+            plugins,
         }
     }
 
@@ -211,6 +228,8 @@ pub(crate) struct RunCx<'js> {
     pub(crate) calls: RefCell<HashMap<u32, http::PendingCall<'js>>>,
     /// `require('http')`, built on first use and then shared with `import`.
     pub(crate) http_module: RefCell<Option<rquickjs::Object<'js>>>,
+    /// Plugin modules required so far and async plugin calls in progress.
+    pub(crate) plugins: plugins::State<'js>,
 }
 
 // SAFETY: `RunCx<'js>` only holds `'js`-bound values through its type parameter, so
@@ -238,6 +257,7 @@ pub(crate) fn install<'js>(
         timers: RefCell::new(timers::Timers::default()),
         calls: RefCell::new(HashMap::new()),
         http_module: RefCell::new(None),
+        plugins: plugins::State::default(),
     };
     if ctx.store_userdata(cx).is_err() {
         return Err(rquickjs::Exception::throw_internal(

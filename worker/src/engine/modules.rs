@@ -1,7 +1,8 @@
-//! `require(name)` and ES module resolution. The only module there is is `http`
-//! ([`super::http`]); every other name, relative path, absolute path or URL fails with
-//! `Error: Cannot find module '<name>'`, for `require`, static `import` and dynamic
-//! `import()` alike.
+//! `require(name)` and ES module resolution. The built-in module is `http`
+//! ([`super::http`]); `require` also finds the worker's native plugins
+//! ([`super::plugins`]; `require` only, not `import`). Every other name, relative path,
+//! absolute path or URL fails with `Error: Cannot find module '<name>'`, for `require`,
+//! static `import` and dynamic `import()` alike.
 //!
 //! Must not: read files, or evaluate any source but the run's own script.
 
@@ -9,7 +10,7 @@ use rquickjs::loader::{ImportAttributes, Loader, Resolver};
 use rquickjs::module::{Declarations, Exports, ModuleDef};
 use rquickjs::{Ctx, Exception, Function, Module, Object, Value};
 
-use super::http;
+use super::{http, plugins};
 
 /// The name the script's own module is evaluated under (it shows in stack traces).
 pub(crate) const SCRIPT_NAME: &str = "job.js";
@@ -35,7 +36,10 @@ pub(crate) fn init<'js>(ctx: &Ctx<'js>, globals: &Object<'js>) -> rquickjs::Resu
                 .unwrap_or_default();
             match name.strip_prefix("node:").unwrap_or(&name) {
                 "http" => http::module_object(&ctx),
-                _ => Err(not_found(&ctx, &name)),
+                _ => match plugins::module_object(&ctx, &name)? {
+                    Some(m) => Ok(m),
+                    None => Err(not_found(&ctx, &name)),
+                },
             }
         })?
         .with_name("require")?,
