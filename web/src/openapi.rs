@@ -1,8 +1,9 @@
 //! The OpenAPI 3 document served at `/api/openapi.json`, generated from the handlers'
 //! `#[utoipa::path]` attributes and the DTOs' schemas.
 //!
-//! Only the document lives here; it must not describe a route that `api::routes` does
-//! not serve (a test holds it to [`crate::api::ROUTES`]).
+//! Only the document lives here; it must not describe a route that `api::routes` and
+//! `ops::routes` do not serve (a test holds it to [`crate::api::ROUTES`] and
+//! [`crate::ops::ROUTES`]).
 
 use std::sync::OnceLock;
 
@@ -13,6 +14,7 @@ use crate::api;
 use crate::debug;
 use crate::dto::*;
 use crate::error::ErrorBody;
+use crate::ops;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -43,6 +45,8 @@ use crate::error::ErrorBody;
         api::cluster,
         api::openapi_json,
         debug::debug,
+        ops::metrics,
+        ops::readyz,
     ),
     components(schemas(
         ErrorBody,
@@ -59,6 +63,9 @@ use crate::error::ErrorBody;
         ClusterView,
         api::Created,
         api::ScriptInput,
+        ops::Readiness,
+        ops::ReadinessCheck,
+        ops::ReadinessData,
     )),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
@@ -66,7 +73,7 @@ use crate::error::ErrorBody;
         (name = "jobs", description = "Create, change, start and stop jobs"),
         (name = "scripts", description = "Job scripts and the debug socket"),
         (name = "runs", description = "Run history"),
-        (name = "service", description = "Health and this document"),
+        (name = "service", description = "Health, readiness, metrics and this document"),
     )
 )]
 struct ApiDoc;
