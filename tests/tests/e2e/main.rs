@@ -8,4 +8,5 @@
 mod api;
 mod cluster;
 mod exec;
+mod ops;
 mod pool;
