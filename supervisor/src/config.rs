@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::egress::{EgressDefault, EgressPolicy, Rule};
+use crate::egress::{EgressDefault, EgressPolicy, Rules};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Mode {
@@ -143,19 +143,17 @@ pub struct EgressArgs {
     #[arg(
         long = "egress-allow",
         env = "TRAITOR_EGRESS_ALLOW",
-        value_delimiter = ',',
         value_name = "RULES"
     )]
-    pub allow: Vec<Rule>,
+    pub allow: Vec<Rules>,
     /// Hosts, addresses and networks scripts may never reach; wins over every allow
     /// rule. Comma-separated, repeatable.
     #[arg(
         long = "egress-deny",
         env = "TRAITOR_EGRESS_DENY",
-        value_delimiter = ',',
         value_name = "RULES"
     )]
-    pub deny: Vec<Rule>,
+    pub deny: Vec<Rules>,
     /// Whether a request no rule decides is allowed (loopback and private networks
     /// included) or denied.
     #[arg(
@@ -169,7 +167,8 @@ pub struct EgressArgs {
 
 impl EgressArgs {
     pub fn policy(&self) -> EgressPolicy {
-        EgressPolicy::new(self.allow.clone(), self.deny.clone(), self.default)
+        let flat = |lists: &[Rules]| lists.iter().flat_map(|l| l.0.iter().cloned()).collect();
+        EgressPolicy::new(flat(&self.allow), flat(&self.deny), self.default)
     }
 }
 
@@ -374,9 +373,11 @@ mod tests {
             "deny",
         ]);
         let e = &cli.serve.pool.egress;
-        assert_eq!(e.allow.len(), 3);
+        assert_eq!(e.allow.iter().map(|l| l.0.len()).sum::<usize>(), 3);
         assert_eq!(e.deny, vec!["10.9.0.0/16".parse().unwrap()]);
         assert_eq!(e.default, EgressDefault::Deny);
+        // Empty entries (and an empty environment variable) are no rules.
+        assert_eq!(",, ".parse::<Rules>(), Ok(Rules::default()));
         let bad = Cli::try_parse_from(["traitor", "--egress-deny", "10.0.0.0/40"]);
         assert!(bad.is_err());
         let err = bad.unwrap_err().to_string();

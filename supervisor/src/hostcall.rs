@@ -114,7 +114,7 @@ impl HttpHost {
             .no_proxy()
             .redirect(reqwest::redirect::Policy::custom(move |attempt| {
                 if is_own_api(attempt.url(), &denied_ports) {
-                    attempt.error("redirect to this traitor's own API refused")
+                    attempt.error(OwnApiRedirect)
                 } else if let Err(denied) = redirect_policy.check_url(attempt.url()) {
                     attempt.error(denied)
                 } else if attempt.previous().len() >= 10 {
@@ -171,6 +171,18 @@ impl HostCalls for HttpHost {
         }
     }
 }
+
+/// A redirect to this service's own API, refused like a direct request to it.
+#[derive(Debug)]
+struct OwnApiRedirect;
+
+impl std::fmt::Display for OwnApiRedirect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("redirect to this traitor's own API refused")
+    }
+}
+
+impl std::error::Error for OwnApiRedirect {}
 
 /// How a script's request did not produce a response.
 enum Refusal {
@@ -302,6 +314,9 @@ fn describe(e: reqwest::Error) -> Refusal {
     while let Some(cause) = src {
         if let Some(denied) = cause.downcast_ref::<Denied>() {
             return Refusal::Denied(denied.to_string());
+        }
+        if let Some(own) = cause.downcast_ref::<OwnApiRedirect>() {
+            return Refusal::Denied(own.to_string());
         }
         src = cause.source();
     }
@@ -436,6 +451,18 @@ mod tests {
             let err = host.call(&info(), get(url)).await.unwrap_err();
             assert!(err.contains("own API"), "{url}: {err}");
         }
+        // Redirects to it are refused too, and counted as denied.
+        let redirect = serve(
+            b"HTTP/1.1 302 Found\r\nlocation: http://localhost:8080/api/jobList\r\ncontent-length: 0\r\n\r\n"
+                .to_vec(),
+        )
+        .await;
+        let err = host.call(&info(), get(&redirect)).await.unwrap_err();
+        assert!(
+            err.ends_with("redirect to this traitor's own API refused"),
+            "{err}"
+        );
+        assert_eq!(host.counters().totals(), (0, 7));
         // Other local ports are ordinary servers.
         let refused = host
             .call(&info(), get("http://127.0.0.1:1/"))

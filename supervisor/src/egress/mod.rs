@@ -109,6 +109,23 @@ impl FromStr for Rule {
     }
 }
 
+/// A comma-separated list of rules, as a flag or environment variable gives them;
+/// empty entries are ignored, so `TRAITOR_EGRESS_ALLOW=` means no rules.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Rules(pub Vec<Rule>);
+
+impl FromStr for Rules {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.split(',')
+            .filter(|e| !e.trim().is_empty())
+            .map(str::parse)
+            .collect::<Result<_, _>>()
+            .map(Rules)
+    }
+}
+
 impl Rule {
     fn matches_name(&self, name: &str) -> bool {
         match self {
