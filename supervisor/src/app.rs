@@ -17,7 +17,8 @@ use tokio::sync::mpsc;
 use crate::cluster::{Cluster, ClusterConfig, OwnershipChange, default_node_name};
 use crate::config::{Mode, ServeConfig};
 use crate::history;
-use crate::hostcall::HttpHost;
+use crate::hostcall::{HttpHost, HttpHostConfig};
+use crate::metrics::{Metrics, TimedStore};
 use crate::pool::{Pool, PoolConfig};
 use crate::runner::{FireGate, OpenGate, Runner, RunnerParts};
 use crate::scheduler;
@@ -56,6 +57,9 @@ pub fn run(cfg: ServeConfig) -> anyhow::Result<()> {
 
 async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let (store, cluster) = open_store_and_cluster(&cfg).await?;
+    // One set of counters for `/metrics`, handed to whatever records into it.
+    let metrics = Arc::new(Metrics::default());
+    let store: Arc<dyn Store> = Arc::new(TimedStore::new(store, metrics.store.clone()));
     let gate: Arc<dyn FireGate> = match &cluster {
         Some(c) => Arc::new(c.clone()),
         None => Arc::new(OpenGate),
@@ -66,11 +70,13 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         pool_cfg.workers = n;
     }
     // Scripts may not call this service's own API (it trusts loopback without a token).
-    let host = Arc::new(HttpHost::with_own_ports(
-        Duration::from_millis(cfg.pool.http_timeout_ms),
-        usize::try_from(cfg.pool.http_max_body_kb.saturating_mul(1024)).unwrap_or(usize::MAX),
-        vec![cfg.port],
-    )?);
+    let host = Arc::new(HttpHost::build(HttpHostConfig {
+        timeout: Duration::from_millis(cfg.pool.http_timeout_ms),
+        max_body_bytes: cfg.pool.http_max_body_bytes(),
+        own_ports: vec![cfg.port],
+        policy: cfg.pool.egress.policy(),
+        counters: metrics.egress.clone(),
+    })?);
     let pool = Pool::start(pool_cfg, host)
         .await
         .context("start the worker pool")?;
@@ -108,6 +114,7 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         mode: if cluster.is_some() { "multi" } else { "std" },
         stats,
         cluster: cluster.clone(),
+        metrics,
     }));
     tokio::spawn({
         let s = service.clone();

@@ -11,6 +11,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::egress::{EgressDefault, EgressPolicy, Rules};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Mode {
     /// One process with an embedded store.
@@ -86,14 +88,16 @@ pub struct PoolArgs {
     /// `~/.traitor/plugin`). The supervisor itself never loads them.
     #[arg(long = "plugin-dir", env = "TRAITOR_PLUGIN_DIR")]
     pub plugin_dir: Option<PathBuf>,
-    /// Time limit of one HTTP request made by a script, milliseconds.
+    /// Time limit of each HTTP request a script makes (connecting, redirects and reading
+    /// the body included), milliseconds.
     #[arg(
         long = "http-timeout-ms",
         env = "TRAITOR_HTTP_TIMEOUT_MS",
         default_value_t = 30_000
     )]
     pub http_timeout_ms: u64,
-    /// Largest HTTP response body a script may receive, KiB.
+    /// Largest response body of each HTTP request a script makes, KiB; a larger one
+    /// fails the request.
     #[arg(
         long = "http-max-body-kb",
         env = "TRAITOR_HTTP_MAX_BODY_KB",
@@ -122,6 +126,64 @@ pub struct PoolArgs {
         default_value_t = 64
     )]
     pub max_runs_per_worker: usize,
+    #[command(flatten)]
+    pub egress: EgressArgs,
+}
+
+impl PoolArgs {
+    pub fn http_max_body_bytes(&self) -> usize {
+        usize::try_from(self.http_max_body_kb.saturating_mul(1024)).unwrap_or(usize::MAX)
+    }
+}
+
+/// Where scripts' HTTP requests may go (`fetch`, `require('http')`). Link-local
+/// addresses and cloud metadata services are refused unless an allow rule names them;
+/// see `crate::egress` for the order in which rules apply.
+#[derive(Debug, Clone, Args)]
+pub struct EgressArgs {
+    /// Hosts (`api.example.com`, `*.example.com`), addresses and networks
+    /// (`10.0.0.0/8`) scripts may reach even when the default is deny. Comma-separated,
+    /// repeatable.
+    #[arg(
+        long = "egress-allow",
+        env = "TRAITOR_EGRESS_ALLOW",
+        value_name = "RULES"
+    )]
+    pub allow: Vec<Rules>,
+    /// Hosts, addresses and networks scripts may never reach; wins over every allow
+    /// rule. Comma-separated, repeatable.
+    #[arg(
+        long = "egress-deny",
+        env = "TRAITOR_EGRESS_DENY",
+        value_name = "RULES"
+    )]
+    pub deny: Vec<Rules>,
+    /// Whether a request no rule decides is allowed (loopback and private networks
+    /// included) or denied.
+    #[arg(
+        long = "egress-default",
+        env = "TRAITOR_EGRESS_DEFAULT",
+        value_enum,
+        default_value_t = EgressDefault::Allow
+    )]
+    pub default: EgressDefault,
+}
+
+impl EgressArgs {
+    pub fn policy(&self) -> EgressPolicy {
+        let flat = |lists: &[Rules]| lists.iter().flat_map(|l| l.0.iter().cloned()).collect();
+        EgressPolicy::new(flat(&self.allow), flat(&self.deny), self.default)
+    }
+}
+
+/// How the service writes its log (to stderr).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, with every structured field.
+    Json,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -202,13 +264,31 @@ pub struct ServeConfig {
         default_value_t = 30
     )]
     pub history_days: u32,
-    /// Log as JSON lines instead of text.
-    #[arg(long = "log-json", env = "TRAITOR_LOG_JSON")]
+    /// Log format: `text` or `json` (one object per line).
+    #[arg(
+        long = "log-format",
+        env = "TRAITOR_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text
+    )]
+    pub log_format: LogFormat,
+    /// The same as `--log-format json`.
+    #[arg(long = "log-json", env = "TRAITOR_LOG_JSON", hide = true)]
     pub log_json: bool,
     #[command(flatten)]
     pub limits: RunLimitArgs,
     #[command(flatten)]
     pub pool: PoolArgs,
+}
+
+impl ServeConfig {
+    pub fn log_format(&self) -> LogFormat {
+        if self.log_json {
+            LogFormat::Json
+        } else {
+            self.log_format
+        }
+    }
 }
 
 impl Cli {
@@ -281,5 +361,41 @@ mod tests {
         };
         assert_eq!(e.file, PathBuf::from("x.js"));
         assert_eq!(e.limits.limits().wall_ms, 100);
+    }
+
+    #[test]
+    fn egress_rules_are_lists_and_bad_ones_are_refused() {
+        let cli = parse(&[
+            "traitor",
+            "--egress-allow",
+            "api.example.com, 10.0.0.0/8",
+            "--egress-allow",
+            "*.corp.test",
+            "--egress-deny",
+            "10.9.0.0/16",
+            "--egress-default",
+            "deny",
+        ]);
+        let e = &cli.serve.pool.egress;
+        assert_eq!(e.allow.iter().map(|l| l.0.len()).sum::<usize>(), 3);
+        assert_eq!(e.deny, vec!["10.9.0.0/16".parse().unwrap()]);
+        assert_eq!(e.default, EgressDefault::Deny);
+        // Empty entries (and an empty environment variable) are no rules.
+        assert_eq!(",, ".parse::<Rules>(), Ok(Rules::default()));
+        let bad = Cli::try_parse_from(["traitor", "--egress-deny", "10.0.0.0/40"]);
+        assert!(bad.is_err());
+        let err = bad.unwrap_err().to_string();
+        assert!(err.contains("not a network"), "{err}");
+    }
+
+    #[test]
+    fn log_format_json_and_its_old_spelling() {
+        assert_eq!(parse(&["traitor"]).serve.log_format(), LogFormat::Text);
+        let json = parse(&["traitor", "--log-format", "json"]);
+        assert_eq!(json.serve.log_format(), LogFormat::Json);
+        assert_eq!(
+            parse(&["traitor", "--log-json"]).serve.log_format(),
+            LogFormat::Json
+        );
     }
 }

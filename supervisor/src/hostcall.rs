@@ -5,7 +5,9 @@
 //! runs in its own task, so a slow request holds up nothing else. [`HttpHost`] is the
 //! real implementation: one shared `reqwest` client, a time limit per request and a cap
 //! on the response body that is enforced while reading (a huge body is never buffered
-//! whole).
+//! whole). Every request passes the egress policy ([`crate::egress`]) on its URL, on
+//! each address its host resolves to and on every redirect, and is counted per job
+//! (allowed or denied) in [`EgressCounters`].
 //!
 //! This module must not know about runs beyond [`RunContextInfo`], and must not panic
 //! on anything a script or a remote server sends: every failure becomes the `Err`
@@ -13,11 +15,15 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use protocol::{HostCall, HostResponse, HttpRequest, HttpResponse, RunId};
 
 use crate::config::PoolArgs;
+use crate::egress::resolve::PolicyResolver;
+use crate::egress::{Denied, EgressCounters, EgressPolicy};
 
 /// What a host call knows about the run that made it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,10 +60,27 @@ pub struct HttpHost {
     /// Ports of this service's own API: a script may not call them on a local address
     /// (without a token the API trusts loopback clients, so a script could otherwise
     /// edit or delete every job).
-    own_ports: std::sync::Arc<Vec<u16>>,
+    own_ports: Arc<Vec<u16>>,
+    policy: Arc<EgressPolicy>,
+    counters: Arc<EgressCounters>,
+}
+
+/// What an [`HttpHost`] is built from. Both limits apply to each request on its own.
+#[derive(Debug, Clone)]
+pub struct HttpHostConfig {
+    /// Time limit of one request, redirects and reading the body included.
+    pub timeout: Duration,
+    /// Largest response body of one request.
+    pub max_body_bytes: usize,
+    /// Ports of this service's own API (refused on local addresses).
+    pub own_ports: Vec<u16>,
+    pub policy: EgressPolicy,
+    /// Where requests are counted, per job.
+    pub counters: Arc<EgressCounters>,
 }
 
 impl HttpHost {
+    /// The default egress policy, no own ports, counters of its own.
     pub fn new(timeout: Duration, max_body_bytes: usize) -> anyhow::Result<Self> {
         Self::with_own_ports(timeout, max_body_bytes, Vec::new())
     }
@@ -69,52 +92,136 @@ impl HttpHost {
         max_body_bytes: usize,
         own_ports: Vec<u16>,
     ) -> anyhow::Result<Self> {
-        let own_ports = std::sync::Arc::new(own_ports);
-        let denied = own_ports.clone();
+        Self::build(HttpHostConfig {
+            timeout,
+            max_body_bytes,
+            own_ports,
+            policy: EgressPolicy::default(),
+            counters: Arc::default(),
+        })
+    }
+
+    pub fn build(cfg: HttpHostConfig) -> anyhow::Result<Self> {
+        let own_ports = Arc::new(cfg.own_ports);
+        let policy = Arc::new(cfg.policy);
+        let (denied_ports, redirect_policy) = (own_ports.clone(), policy.clone());
         let client = reqwest::Client::builder()
-            .timeout(timeout)
+            .timeout(cfg.timeout)
             .user_agent(concat!("traitor/", env!("CARGO_PKG_VERSION")))
+            // Every name is resolved through the policy, and the connection goes where
+            // the policy looked: no proxy from the environment in between.
+            .dns_resolver(Arc::new(PolicyResolver::new(policy.clone())))
+            .no_proxy()
             .redirect(reqwest::redirect::Policy::custom(move |attempt| {
-                if is_own_api(attempt.url(), &denied) {
-                    attempt.error("redirect to this traitor's own API refused")
+                if is_own_api(attempt.url(), &denied_ports) {
+                    attempt.error(OwnApiRedirect)
+                } else if let Err(denied) = redirect_policy.check_url(attempt.url()) {
+                    attempt.error(denied)
                 } else if attempt.previous().len() >= 10 {
                     attempt.error("too many redirects")
                 } else {
                     attempt.follow()
                 }
             }))
-            .build()?;
+            .build()
+            .context("build the scripts' HTTP client")?;
         Ok(HttpHost {
             client,
-            max_body_bytes,
+            max_body_bytes: cfg.max_body_bytes,
             own_ports,
+            policy,
+            counters: cfg.counters,
         })
     }
 
+    /// For `traitor exec`: the limits and egress policy of the flags, no own ports.
     pub fn from_args(args: &PoolArgs) -> anyhow::Result<Self> {
-        let max = usize::try_from(args.http_max_body_kb.saturating_mul(1024)).unwrap_or(usize::MAX);
-        Self::new(Duration::from_millis(args.http_timeout_ms), max)
+        Self::build(HttpHostConfig {
+            timeout: Duration::from_millis(args.http_timeout_ms),
+            max_body_bytes: args.http_max_body_bytes(),
+            own_ports: Vec::new(),
+            policy: args.egress.policy(),
+            counters: Arc::default(),
+        })
+    }
+
+    /// The counts of requests made through this host.
+    pub fn counters(&self) -> &Arc<EgressCounters> {
+        &self.counters
     }
 }
 
 impl HostCalls for HttpHost {
-    fn call(&self, _run: &RunContextInfo, call: HostCall) -> HostFuture {
-        let client = self.client.clone();
-        let max = self.max_body_bytes;
-        let own = self.own_ports.clone();
+    fn call(&self, run: &RunContextInfo, call: HostCall) -> HostFuture {
+        let host = self.clone();
+        let job_id = run.job_id.clone();
         match call {
             HostCall::Http(req) => Box::pin(async move {
-                if let Ok(url) = reqwest::Url::parse(&req.url)
-                    && is_own_api(&url, &own)
-                {
-                    return Err(format!(
-                        "requests to this traitor's own API ({}) are not allowed from scripts",
-                        req.url
-                    ));
+                let result = host.checked(req).await;
+                match &result {
+                    Err(Refusal::Denied(why)) => {
+                        host.counters.record(&job_id, false);
+                        tracing::info!(job_id = %job_id, reason = %why, "script request refused");
+                    }
+                    Err(Refusal::Invalid(_)) => {}
+                    Ok(_) | Err(Refusal::Failed(_)) => host.counters.record(&job_id, true),
                 }
-                http(client, max, req).await
+                result.map_err(Refusal::into_message)
             }),
         }
+    }
+}
+
+/// A redirect to this service's own API, refused like a direct request to it.
+#[derive(Debug)]
+struct OwnApiRedirect;
+
+impl std::fmt::Display for OwnApiRedirect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("redirect to this traitor's own API refused")
+    }
+}
+
+impl std::error::Error for OwnApiRedirect {}
+
+/// How a script's request did not produce a response.
+enum Refusal {
+    /// Not a request at all (bad URL, method or scheme): not counted.
+    Invalid(String),
+    /// Refused by the egress policy or the own-API rule: counted as denied.
+    Denied(String),
+    /// Allowed, then failed (refused connection, timeout, body too large).
+    Failed(String),
+}
+
+impl Refusal {
+    fn into_message(self) -> String {
+        match self {
+            Refusal::Invalid(m) | Refusal::Denied(m) | Refusal::Failed(m) => m,
+        }
+    }
+}
+
+impl HttpHost {
+    async fn checked(&self, req: HttpRequest) -> Result<HostResponse, Refusal> {
+        let url = reqwest::Url::parse(&req.url)
+            .map_err(|e| Refusal::Invalid(format!("invalid URL {:?}: {e}", req.url)))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(Refusal::Invalid(format!(
+                "unsupported URL scheme {:?}: only http and https are allowed",
+                url.scheme()
+            )));
+        }
+        if is_own_api(&url, &self.own_ports) {
+            return Err(Refusal::Denied(format!(
+                "requests to this traitor's own API ({}) are not allowed from scripts",
+                req.url
+            )));
+        }
+        self.policy
+            .check_url(&url)
+            .map_err(|d| Refusal::Denied(d.to_string()))?;
+        http(self.client.clone(), self.max_body_bytes, url, req).await
     }
 }
 
@@ -146,18 +253,11 @@ fn is_own_api(url: &reqwest::Url, ports: &[u16]) -> bool {
 async fn http(
     client: reqwest::Client,
     max_body: usize,
+    url: reqwest::Url,
     req: HttpRequest,
-) -> Result<HostResponse, String> {
+) -> Result<HostResponse, Refusal> {
     let method = reqwest::Method::from_bytes(req.method.as_bytes())
-        .map_err(|_| format!("invalid HTTP method {:?}", req.method))?;
-    let url =
-        reqwest::Url::parse(&req.url).map_err(|e| format!("invalid URL {:?}: {e}", req.url))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(format!(
-            "unsupported URL scheme {:?}: only http and https are allowed",
-            url.scheme()
-        ));
-    }
+        .map_err(|_| Refusal::Invalid(format!("invalid HTTP method {:?}", req.method)))?;
     let mut rb = client.request(method, url);
     for (name, value) in req.headers {
         rb = rb.header(name, value);
@@ -170,7 +270,7 @@ async fn http(
         .content_length()
         .is_some_and(|len| len > max_body as u64)
     {
-        return Err(too_large(max_body));
+        return Err(Refusal::Failed(too_large(max_body)));
     }
     let status = resp.status();
     let headers = resp
@@ -186,7 +286,7 @@ async fn http(
     let mut body = Vec::new();
     while let Some(chunk) = resp.chunk().await.map_err(describe)? {
         if body.len() + chunk.len() > max_body {
-            return Err(too_large(max_body));
+            return Err(Refusal::Failed(too_large(max_body)));
         }
         body.extend_from_slice(&chunk);
     }
@@ -207,10 +307,21 @@ fn too_large(max: usize) -> String {
 }
 
 /// A reqwest error with its causes, e.g. `error sending request for url (…): client
-/// error (Connect): tcp connect error: Connection refused (os error 111)`.
-fn describe(e: reqwest::Error) -> String {
+/// error (Connect): tcp connect error: Connection refused (os error 111)`; an egress
+/// refusal (from the resolver or a redirect) as itself.
+fn describe(e: reqwest::Error) -> Refusal {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(cause) = src {
+        if let Some(denied) = cause.downcast_ref::<Denied>() {
+            return Refusal::Denied(denied.to_string());
+        }
+        if let Some(own) = cause.downcast_ref::<OwnApiRedirect>() {
+            return Refusal::Denied(own.to_string());
+        }
+        src = cause.source();
+    }
     if e.is_timeout() {
-        return format!("request timed out: {e}");
+        return Refusal::Failed(format!("request timed out: {e}"));
     }
     let mut s = e.to_string();
     let mut src = std::error::Error::source(&e);
@@ -222,12 +333,13 @@ fn describe(e: reqwest::Error) -> String {
         }
         src = cause.source();
     }
-    s
+    Refusal::Failed(s)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::egress::EgressDefault;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     fn info() -> RunContextInfo {
@@ -339,12 +451,101 @@ mod tests {
             let err = host.call(&info(), get(url)).await.unwrap_err();
             assert!(err.contains("own API"), "{url}: {err}");
         }
+        // Redirects to it are refused too, and counted as denied.
+        let redirect = serve(
+            b"HTTP/1.1 302 Found\r\nlocation: http://localhost:8080/api/jobList\r\ncontent-length: 0\r\n\r\n"
+                .to_vec(),
+        )
+        .await;
+        let err = host.call(&info(), get(&redirect)).await.unwrap_err();
+        assert!(
+            err.ends_with("redirect to this traitor's own API refused"),
+            "{err}"
+        );
+        assert_eq!(host.counters().totals(), (0, 7));
         // Other local ports are ordinary servers.
         let refused = host
             .call(&info(), get("http://127.0.0.1:1/"))
             .await
             .unwrap_err();
         assert!(!refused.contains("own API"), "{refused}");
+    }
+
+    fn with_policy(allow: &[&str], deny: &[&str], default: EgressDefault) -> HttpHost {
+        let rules = |l: &[&str]| l.iter().map(|r| r.parse().unwrap()).collect();
+        HttpHost::build(HttpHostConfig {
+            timeout: Duration::from_secs(5),
+            max_body_bytes: 1024,
+            own_ports: Vec::new(),
+            policy: EgressPolicy::new(rules(allow), rules(deny), default),
+            counters: Arc::default(),
+        })
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_egress_policy_refuses_addresses_names_and_redirects() {
+        let ok = serve(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec()).await;
+        let port = reqwest::Url::parse(&ok).unwrap().port().unwrap();
+        let host = with_policy(&[], &["127.0.0.0/8", "::1"], EgressDefault::Allow);
+        let err = host
+            .call(&info(), get("http://169.254.169.254/latest/meta-data"))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err,
+            "egress denied: 169.254.169.254 is a cloud metadata address"
+        );
+        // A name is judged by what it resolves to.
+        let err = host
+            .call(&info(), get(&format!("http://localhost:{port}/")))
+            .await
+            .unwrap_err();
+        assert!(
+            err.starts_with("egress denied: localhost resolves to ")
+                && err.contains("matches --egress-deny"),
+            "{err}"
+        );
+        // A redirect is judged like the first request.
+        let open = with_policy(&[], &[], EgressDefault::Allow);
+        let redirect = serve(
+            b"HTTP/1.1 302 Found\r\nlocation: http://169.254.169.254/x\r\ncontent-length: 0\r\n\r\n"
+                .to_vec(),
+        )
+        .await;
+        let err = open.call(&info(), get(&redirect)).await.unwrap_err();
+        assert_eq!(
+            err,
+            "egress denied: 169.254.169.254 is a cloud metadata address"
+        );
+        let HostResponse::Http(r) = open.call(&info(), get(&ok)).await.unwrap();
+        assert_eq!(r.body, b"ok");
+        assert_eq!(host.counters().totals(), (0, 2));
+        assert_eq!(open.counters().totals(), (1, 1));
+        assert_eq!(open.counters().per_job()[0].0, "j");
+    }
+
+    #[tokio::test]
+    async fn default_deny_lets_through_only_what_is_allowed() {
+        let ok = serve(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec()).await;
+        let port = reqwest::Url::parse(&ok).unwrap().port().unwrap();
+        let closed = with_policy(&["api.example.com"], &[], EgressDefault::Deny);
+        let err = closed.call(&info(), get(&ok)).await.unwrap_err();
+        assert!(err.contains("is not in --egress-allow"), "{err}");
+        let err = closed
+            .call(&info(), get(&format!("http://localhost:{port}/")))
+            .await
+            .unwrap_err();
+        assert!(err.starts_with("egress denied: localhost is not"), "{err}");
+        let by_name = with_policy(&["localhost"], &[], EgressDefault::Deny);
+        let by_net = with_policy(&["127.0.0.0/8", "::1"], &[], EgressDefault::Deny);
+        for h in [by_name, by_net] {
+            let HostResponse::Http(r) = h
+                .call(&info(), get(&format!("http://localhost:{port}/")))
+                .await
+                .unwrap();
+            assert_eq!(r.status, 200);
+        }
     }
 
     #[tokio::test]

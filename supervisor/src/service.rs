@@ -65,6 +65,8 @@ pub struct Service {
     started_at: DateTime<Utc>,
     /// Cluster mode only: announcements, ownership, membership.
     cluster: Option<Cluster>,
+    /// What `/metrics` reports beyond the run statistics.
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Where a reload's catch-up starts.
@@ -96,6 +98,7 @@ pub struct ServiceParts {
     pub mode: &'static str,
     pub stats: Arc<RunStats>,
     pub cluster: Option<Cluster>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Service {
@@ -112,6 +115,21 @@ impl Service {
             stats: p.stats,
             started_at: Utc::now(),
             cluster: p.cluster,
+            metrics: p.metrics,
+        }
+    }
+
+    /// What `/metrics` and `/readyz` look at.
+    fn ops(&self) -> crate::ops::Ops<'_> {
+        crate::ops::Ops {
+            store: &self.store,
+            scheduler: &self.scheduler,
+            pool: &self.pool,
+            stats: &self.stats,
+            cluster: self.cluster.as_ref(),
+            metrics: &self.metrics,
+            mode: self.mode,
+            node: &self.node,
         }
     }
 
@@ -1128,6 +1146,14 @@ impl Backend for Service {
             runs_queued: pool.runs_queued,
             started_at: self.started_at,
         })
+    }
+
+    async fn metrics(&self) -> ServiceResult<String> {
+        Ok(self.ops().metrics_text().await)
+    }
+
+    async fn readiness(&self) -> web::Readiness {
+        self.ops().readiness().await
     }
 
     async fn cluster(&self) -> ServiceResult<ClusterView> {

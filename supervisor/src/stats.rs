@@ -3,14 +3,17 @@
 //!
 //! Kept in memory by the node that recorded the runs (querying history for them would
 //! scan millions of rows at high fire rates); they start empty when the process starts.
-//! Recording is one short lock per finished run. This module decides nothing and stores
-//! nothing durable.
+//! Recording is one short lock per finished run. The same calls keep the totals since
+//! start that `/metrics` reports ([`RunStats::totals`]). This module decides nothing and
+//! stores nothing durable.
 
 use std::collections::VecDeque;
 
 use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
 use web::dto::{MinuteStats, OutcomeCounts, RecentFailure};
+
+use crate::metrics::{Histogram, HistogramSnapshot, LATENESS_BUCKETS_S};
 
 const MINUTE_MS: i64 = 60_000;
 const KEEP_MINUTES: usize = 24 * 60;
@@ -72,6 +75,8 @@ struct Minute {
 struct Inner {
     minutes: VecDeque<Minute>,
     failures: VecDeque<RecentFailure>,
+    /// By outcome, since start.
+    totals: OutcomeCounts,
 }
 
 /// One finished occurrence, as the dashboard counts it.
@@ -85,9 +90,25 @@ pub struct Observed<'a> {
     pub message: Option<&'a str>,
 }
 
-#[derive(Default)]
 pub struct RunStats {
     inner: Mutex<Inner>,
+    /// Fire lateness since start, for `/metrics`.
+    lateness: Histogram,
+}
+
+impl Default for RunStats {
+    fn default() -> Self {
+        RunStats {
+            inner: Mutex::default(),
+            lateness: Histogram::new(LATENESS_BUCKETS_S),
+        }
+    }
+}
+
+/// What `/metrics` reports: counts since the process started.
+pub struct Totals {
+    pub runs: OutcomeCounts,
+    pub lateness: HistogramSnapshot,
 }
 
 fn bump(c: &mut OutcomeCounts, outcome: &str) {
@@ -146,7 +167,12 @@ pub struct Snapshot {
 impl RunStats {
     pub fn record(&self, o: Observed<'_>) {
         let start = o.at_ms.div_euclid(MINUTE_MS) * MINUTE_MS;
+        if let Some(l) = o.lateness_ms {
+            self.lateness
+                .observe(std::time::Duration::from_millis(l.max(0) as u64));
+        }
         let mut g = self.inner.lock();
+        bump(&mut g.totals, o.outcome);
         let idx = match g.minutes.iter().rposition(|m| m.start_ms == start) {
             Some(i) => i,
             None => {
@@ -191,6 +217,13 @@ impl RunStats {
                 message: o.message.map(str::to_owned),
             });
             g.failures.truncate(KEEP_FAILURES);
+        }
+    }
+
+    pub fn totals(&self) -> Totals {
+        Totals {
+            runs: self.inner.lock().totals.clone(),
+            lateness: self.lateness.snapshot(),
         }
     }
 
@@ -278,6 +311,11 @@ mod tests {
         assert_eq!(snap.per_minute[59].runs.succeeded, 1);
         assert_eq!(snap.recent_failures.len(), 1);
         assert_eq!(snap.recent_failures[0].message.as_deref(), Some("boom"));
+        let totals = s.totals();
+        assert_eq!(totals.runs.succeeded, 3);
+        assert_eq!(totals.runs.skipped, 1);
+        assert_eq!(totals.lateness.count, 5);
+        assert_eq!(totals.lateness.buckets[0], (0.001, 2));
     }
 
     #[test]

@@ -146,6 +146,12 @@ pub struct HttpFixture {
 
 impl HttpFixture {
     pub fn start(routes: &[(&str, Canned)]) -> HttpFixture {
+        Self::start_on([127, 0, 0, 1], routes)
+    }
+
+    /// Like [`HttpFixture::start`], on another loopback address (`127.0.0.2`…), for
+    /// tests that deny one address and allow another.
+    pub fn start_on(ip: [u8; 4], routes: &[(&str, Canned)]) -> HttpFixture {
         let routes: Arc<HashMap<String, Canned>> = Arc::new(
             routes
                 .iter()
@@ -154,7 +160,8 @@ impl HttpFixture {
         );
         let hits = Arc::new(AtomicUsize::new(0));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind fixture");
+        let listener =
+            std::net::TcpListener::bind(std::net::SocketAddr::from((ip, 0))).expect("bind fixture");
         let addr = listener.local_addr().expect("fixture addr");
         listener.set_nonblocking(true).expect("nonblocking");
         let h = hits.clone();

@@ -5,7 +5,8 @@
 //!   `Host` (so a web page cannot reach us through DNS rebinding);
 //! - with a token, everything under `/api` needs `Authorization: Bearer <token>`
 //!   (`/api/debug` also takes `?token=`, since browsers cannot set headers on a
-//!   WebSocket); `/healthz` and the UI's static files stay open;
+//!   WebSocket), and so does `/metrics`; `/healthz`, `/readyz` and the UI's static
+//!   files stay open;
 //! - a browser request to `/api` whose `Origin` is not this server is refused, which
 //!   keeps cross-site pages from driving the API or the debug socket.
 //!
@@ -44,7 +45,7 @@ fn check(state: &AppState, req: &Request) -> Result<(), ApiError> {
                 return Err(ApiError::LoopbackOnly);
             }
         }
-        Some(token) if is_api => {
+        Some(token) if is_api || path == "/metrics" => {
             let presented = bearer(req.headers()).map(str::to_owned).or_else(|| {
                 // Only the debug socket takes the token in the URL.
                 (path == "/api/debug")

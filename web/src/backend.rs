@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 
 use crate::dto::*;
+use crate::ops::Readiness;
 
 /// What went wrong, in the service's words. `web` picks the status code.
 #[derive(Debug, thiserror::Error)]
@@ -136,4 +137,8 @@ pub trait Backend: Send + Sync + 'static {
     async fn stats(&self) -> ServiceResult<Stats>;
     /// The live nodes, their heartbeat age and how many jobs each owns.
     async fn cluster(&self) -> ServiceResult<ClusterView>;
+    /// `GET /metrics`: this node's numbers in the Prometheus text format 0.0.4.
+    async fn metrics(&self) -> ServiceResult<String>;
+    /// `GET /readyz`: whether this node can do its work now, check by check.
+    async fn readiness(&self) -> Readiness;
 }

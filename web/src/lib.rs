@@ -1,6 +1,8 @@
 //! traitor's HTTP face: the JSON API of `CONTRACT.md` §2, the debug WebSocket, the
 //! OpenAPI document and the embedded UI.
 //!
+//! `/metrics` and `/readyz` live in [`ops`].
+//!
 //! This is the only crate that knows HTTP: status codes, headers, WebSockets, CORS and
 //! auth live here and nowhere else. It holds no state of its own and never touches a
 //! store, a worker or Redis: every route is a call on the [`Backend`] trait, which the
@@ -21,11 +23,13 @@ pub mod error;
 mod extract;
 mod occurrences;
 pub mod openapi;
+mod ops;
 mod ui;
 
 pub use api::ROUTES;
 pub use backend::{Backend, DebugSession, ServiceError, ServiceResult};
 pub use error::{ApiError, ErrorBody};
+pub use ops::{METRICS_CONTENT_TYPE, ROUTES as OPS_ROUTES, Readiness, ReadinessCheck};
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -66,6 +70,7 @@ pub fn router(config: WebConfig, backend: Arc<dyn Backend>) -> Router {
         config: Arc::new(config),
     };
     api::routes()
+        .merge(ops::routes())
         // Applies to the routes added above, so it comes after them.
         .method_not_allowed_fallback(ui::method_not_allowed)
         .fallback(ui::fallback)

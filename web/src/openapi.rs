@@ -1,8 +1,9 @@
 //! The OpenAPI 3 document served at `/api/openapi.json`, generated from the handlers'
 //! `#[utoipa::path]` attributes and the DTOs' schemas.
 //!
-//! Only the document lives here; it must not describe a route that `api::routes` does
-//! not serve (a test holds it to [`crate::api::ROUTES`]).
+//! Only the document lives here; it must not describe a route that `api::routes` and
+//! `ops::routes` do not serve (a test holds it to [`crate::api::ROUTES`] and
+//! [`crate::ops::ROUTES`]).
 
 use std::sync::OnceLock;
 
@@ -14,6 +15,7 @@ use crate::debug;
 use crate::dto::*;
 use crate::error::ErrorBody;
 use crate::occurrences;
+use crate::ops;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -52,6 +54,8 @@ use crate::occurrences;
         occurrences::resume,
         occurrences::backfill,
         occurrences::occurrences,
+        ops::metrics,
+        ops::readyz,
     ),
     components(schemas(
         ErrorBody,
@@ -75,6 +79,9 @@ use crate::occurrences;
         BackfillView,
         OccurrenceView,
         OccurrencePage,
+        ops::Readiness,
+        ops::ReadinessCheck,
+        ops::ReadinessData,
     )),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
@@ -82,7 +89,7 @@ use crate::occurrences;
         (name = "jobs", description = "Create, change, start and stop jobs"),
         (name = "scripts", description = "Job scripts and the debug socket"),
         (name = "runs", description = "Run history"),
-        (name = "service", description = "Health and this document"),
+        (name = "service", description = "Health, readiness, metrics and this document"),
     )
 )]
 struct ApiDoc;

@@ -8,5 +8,6 @@
 mod api;
 mod cluster;
 mod exec;
+mod ops;
 mod plugins;
 mod pool;

@@ -13,6 +13,7 @@ use tokio::sync::{Notify, mpsc};
 
 use crate::backend::{Backend, DebugSession, ServiceError, ServiceResult};
 use crate::dto::*;
+use crate::ops::{Readiness, ReadinessCheck};
 
 /// What `cron_preview` was given: cron, time zone, count, after.
 pub type Preview = (String, Option<String>, usize, Option<DateTime<Utc>>);
@@ -483,6 +484,26 @@ impl Backend for Fake {
             problem: None,
             nodes: vec![],
         })
+    }
+
+    async fn metrics(&self) -> ServiceResult<String> {
+        Ok("# HELP traitor_up Fake.\n# TYPE traitor_up gauge\ntraitor_up 1\n".into())
+    }
+
+    async fn readiness(&self) -> Readiness {
+        let degraded = self.degraded.load(Ordering::SeqCst);
+        Readiness::from_checks(vec![
+            ReadinessCheck {
+                name: "store".into(),
+                ready: true,
+                detail: None,
+            },
+            ReadinessCheck {
+                name: "workers".into(),
+                ready: !degraded,
+                detail: degraded.then(|| "no worker process is alive".into()),
+            },
+        ])
     }
 
     async fn health(&self) -> Health {

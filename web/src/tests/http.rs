@@ -556,6 +556,56 @@ async fn healthz_is_200_or_503() {
 }
 
 #[tokio::test]
+async fn readyz_is_200_or_503_naming_what_is_not_ready() {
+    let app = app();
+    let r = app.get("/readyz").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json["data"]["ready"], true);
+    assert_eq!(r.json["data"]["notReady"], json!([]));
+    app.fake.degraded.store(true, Ordering::SeqCst);
+    let r = app.get("/readyz").await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.json["data"]["ready"], false);
+    assert_eq!(r.json["data"]["notReady"], json!(["workers"]));
+    assert_eq!(
+        r.json["data"]["checks"][1]["detail"],
+        "no worker process is alive"
+    );
+}
+
+#[tokio::test]
+async fn metrics_are_text_and_need_the_token_when_one_is_set() {
+    let r = app().get("/metrics").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        r.headers[header::CONTENT_TYPE],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    assert!(r.text.contains("\ntraitor_up 1\n"), "{}", r.text);
+
+    let app = app_with(Some("s3cret"));
+    let remote = |uri: &str| from_peer(Method::GET, uri, [10, 0, 0, 7]);
+    let r = app
+        .send(remote("/metrics").body(Body::empty()).expect("request"))
+        .await;
+    assert_error(&r, StatusCode::UNAUTHORIZED, "unauthorized", None);
+    let r = app
+        .send(
+            remote("/metrics")
+                .header(header::AUTHORIZATION, "Bearer s3cret")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    // Readiness stays open, like health: probes send no token.
+    let r = app
+        .send(remote("/readyz").body(Body::empty()).expect("request"))
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+}
+
+#[tokio::test]
 async fn bad_bodies_are_400_with_where_and_what() {
     let app = app();
     let send = |body: &'static str| {
@@ -915,7 +965,11 @@ async fn openapi_lists_every_route_and_only_those() {
             .is_some_and(|v| v.starts_with("3."))
     );
     let paths = r.json["paths"].as_object().expect("paths");
-    for (path, method) in crate::api::ROUTES {
+    let routes: Vec<&(&str, &str)> = crate::api::ROUTES
+        .iter()
+        .chain(crate::ops::ROUTES)
+        .collect();
+    for (path, method) in routes.iter().copied() {
         assert!(
             paths.get(*path).and_then(|p| p.get(*method)).is_some(),
             "{method} {path} is served but not documented"
@@ -934,7 +988,7 @@ async fn openapi_lists_every_route_and_only_those() {
     for (path, item) in paths {
         for method in item.as_object().expect("path item").keys() {
             assert!(
-                crate::api::ROUTES.contains(&(path.as_str(), method.as_str())),
+                routes.contains(&&(path.as_str(), method.as_str())),
                 "{method} {path} is documented but not in ROUTES"
             );
         }

@@ -1,0 +1,192 @@
+//! Store latency: [`TimedStore`] wraps any [`Store`] and times every call into a
+//! histogram per call ([`StoreLatency`]), failed calls included.
+//!
+//! It delegates and measures only: it must not retry, cache or change an answer.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+
+use super::{Histogram, HistogramSnapshot, STORE_BUCKETS_S};
+use crate::job::{Job, RunRecord, ScriptVersion};
+use crate::store::{JobListQuery, RunListQuery, Store, StoreResult};
+
+/// The store calls that are timed, in the order they are reported.
+pub const OPS: &[&str] = &[
+    "create_job",
+    "update_job",
+    "delete_job",
+    "get_job",
+    "get_script",
+    "list_jobs",
+    "enabled_jobs",
+    "count_jobs",
+    "record_runs",
+    "list_runs",
+    "get_run",
+    "recent_runs",
+    "prune_runs",
+];
+
+/// One histogram per entry of [`OPS`].
+#[derive(Debug)]
+pub struct StoreLatency {
+    by_op: Vec<Histogram>,
+}
+
+impl Default for StoreLatency {
+    fn default() -> Self {
+        StoreLatency {
+            by_op: OPS
+                .iter()
+                .map(|_| Histogram::new(STORE_BUCKETS_S))
+                .collect(),
+        }
+    }
+}
+
+impl StoreLatency {
+    fn observe(&self, op: &str, started: Instant) {
+        if let Some(h) = OPS
+            .iter()
+            .position(|o| *o == op)
+            .and_then(|i| self.by_op.get(i))
+        {
+            h.observe(started.elapsed());
+        }
+    }
+
+    /// (call, histogram) for every call in [`OPS`].
+    pub fn snapshot(&self) -> Vec<(&'static str, HistogramSnapshot)> {
+        OPS.iter()
+            .copied()
+            .zip(self.by_op.iter().map(Histogram::snapshot))
+            .collect()
+    }
+}
+
+/// A store whose every call is timed.
+pub struct TimedStore {
+    inner: Arc<dyn Store>,
+    latency: Arc<StoreLatency>,
+}
+
+impl TimedStore {
+    pub fn new(inner: Arc<dyn Store>, latency: Arc<StoreLatency>) -> Self {
+        TimedStore { inner, latency }
+    }
+}
+
+/// Times one delegated call.
+macro_rules! timed {
+    ($self:ident, $op:ident ( $($arg:expr),* )) => {{
+        let started = Instant::now();
+        let r = $self.inner.$op($($arg),*).await;
+        $self.latency.observe(stringify!($op), started);
+        r
+    }};
+}
+
+#[async_trait]
+impl Store for TimedStore {
+    async fn create_job(&self, job: &Job, script: &str) -> StoreResult<()> {
+        timed!(self, create_job(job, script))
+    }
+
+    async fn update_job(
+        &self,
+        job: &Job,
+        script: Option<&str>,
+        expected_version: u64,
+    ) -> StoreResult<()> {
+        timed!(self, update_job(job, script, expected_version))
+    }
+
+    async fn delete_job(&self, id: &str) -> StoreResult<bool> {
+        timed!(self, delete_job(id))
+    }
+
+    async fn get_job(&self, id: &str) -> StoreResult<Option<Job>> {
+        timed!(self, get_job(id))
+    }
+
+    async fn get_script(&self, id: &str) -> StoreResult<Option<String>> {
+        timed!(self, get_script(id))
+    }
+
+    async fn list_jobs(&self, query: &JobListQuery) -> StoreResult<(Vec<Job>, u64)> {
+        timed!(self, list_jobs(query))
+    }
+
+    async fn enabled_jobs(&self) -> StoreResult<Vec<Job>> {
+        timed!(self, enabled_jobs())
+    }
+
+    async fn count_jobs(&self) -> StoreResult<(u64, u64)> {
+        timed!(self, count_jobs())
+    }
+
+    async fn record_runs(&self, runs: &[RunRecord]) -> StoreResult<()> {
+        timed!(self, record_runs(runs))
+    }
+
+    async fn list_runs(&self, job_id: &str, query: &RunListQuery) -> StoreResult<Vec<RunRecord>> {
+        timed!(self, list_runs(job_id, query))
+    }
+
+    async fn get_run(&self, run_id: &str) -> StoreResult<Option<RunRecord>> {
+        timed!(self, get_run(run_id))
+    }
+
+    async fn list_script_versions(&self, job_id: &str) -> StoreResult<Vec<ScriptVersion>> {
+        timed!(self, list_script_versions(job_id))
+    }
+
+    async fn get_script_version(
+        &self,
+        job_id: &str,
+        version: u64,
+    ) -> StoreResult<Option<ScriptVersion>> {
+        timed!(self, get_script_version(job_id, version))
+    }
+
+    async fn note_duplicate(&self, job_id: &str, scheduled_ms: i64) -> StoreResult<bool> {
+        timed!(self, note_duplicate(job_id, scheduled_ms))
+    }
+
+    async fn recent_runs(&self, since_ms: i64, limit: u64) -> StoreResult<Vec<RunRecord>> {
+        timed!(self, recent_runs(since_ms, limit))
+    }
+
+    async fn prune_runs(&self, keep_per_job: u32, older_than_ms: i64) -> StoreResult<u64> {
+        timed!(self, prune_runs(keep_per_job, older_than_ms))
+    }
+
+    async fn close(&self) {
+        self.inner.close().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sqlite::SqliteStore;
+
+    #[tokio::test]
+    async fn every_call_is_timed_under_its_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let inner = SqliteStore::open(&dir.path().join("t.db")).expect("open");
+        let latency = Arc::new(StoreLatency::default());
+        let store = TimedStore::new(Arc::new(inner), latency.clone());
+        assert!(store.get_job("nope").await.expect("get").is_none());
+        store.count_jobs().await.expect("count");
+        store.count_jobs().await.expect("count");
+        let snap: std::collections::HashMap<_, _> = latency.snapshot().into_iter().collect();
+        assert_eq!(snap["get_job"].count, 1);
+        assert_eq!(snap["count_jobs"].count, 2);
+        assert_eq!(snap["create_job"].count, 0);
+        assert_eq!(snap.len(), OPS.len());
+        store.close().await;
+    }
+}
