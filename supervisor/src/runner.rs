@@ -464,7 +464,7 @@ async fn run_attempt(
                     rec.error_message = Some(e.message);
                     rec.error_stack = e.stack;
                 }
-                if cancel_sent && rec.error_message.is_none() {
+                if cancel_sent && rec.outcome == protocol::Outcome::Cancelled.as_str() {
                     rec.error_message =
                         Some("cancelled: a newer occurrence replaced this run".to_owned());
                 }

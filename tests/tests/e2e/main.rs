@@ -10,4 +10,6 @@ mod cluster;
 mod exec;
 mod ops;
 mod plugins;
+mod policies;
+mod policies_cluster;
 mod pool;
