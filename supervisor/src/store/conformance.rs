@@ -892,7 +892,15 @@ pub async fn check_enabled_pages(store: &Arc<dyn Store>) {
         .update_job(&off, None, off.version - 1)
         .await
         .expect("disable");
-    create(store, &Job { enabled: true, ..sample_job("zzz") }, "").await;
+    create(
+        store,
+        &Job {
+            enabled: true,
+            ..sample_job("zzz")
+        },
+        "",
+    )
+    .await;
     let rest = store
         .enabled_jobs_page(Some(&cursor), 100)
         .await
