@@ -136,6 +136,18 @@ impl Runner {
         run_id
     }
 
+    /// Puts the script of a job version that was just stored and scheduled into the
+    /// script cache, so that its first fire does not read the store (a delay job
+    /// fires once: without this, every one of its fires is a cache miss).
+    pub fn warm_script(&self, id: &str, version: u64, script: &str) {
+        self.0.scripts.put(id.into(), version, script.into());
+    }
+
+    /// Drops any cached script of a job (its id was reused by a new job).
+    pub fn forget_script(&self, id: &str) {
+        self.0.scripts.forget(id);
+    }
+
     /// Waits for every run in progress to end (the pool's shutdown bounds this).
     pub async fn wait_idle(&self) {
         self.0.tasks.close();
@@ -541,6 +553,27 @@ struct CacheInner {
 }
 
 impl ScriptCache {
+    /// Holds `script` as the one of version `version` of job `id`, as if it had just
+    /// been loaded from the store.
+    fn put(&self, id: Arc<str>, version: u64, script: Arc<str>) {
+        let mut c = self.inner.lock();
+        if c.bytes + script.len() > SCRIPT_CACHE_BYTES {
+            c.map.clear();
+            c.bytes = 0;
+        }
+        c.bytes += script.len();
+        if let Some((_, old)) = c.map.insert(id, (version, script)) {
+            c.bytes -= old.len();
+        }
+    }
+
+    fn forget(&self, id: &str) {
+        let mut c = self.inner.lock();
+        if let Some((_, old)) = c.map.remove(id) {
+            c.bytes -= old.len();
+        }
+    }
+
     async fn get(&self, store: &dyn Store, meta: &JobMeta) -> anyhow::Result<Option<Arc<str>>> {
         if let Some((v, s)) = self.inner.lock().map.get(&meta.id)
             && *v == meta.version
@@ -551,18 +584,7 @@ impl ScriptCache {
             return Ok(None);
         };
         let script: Arc<str> = script.into();
-        let mut c = self.inner.lock();
-        if c.bytes + script.len() > SCRIPT_CACHE_BYTES {
-            c.map.clear();
-            c.bytes = 0;
-        }
-        c.bytes += script.len();
-        if let Some((_, old)) = c
-            .map
-            .insert(meta.id.clone(), (meta.version, script.clone()))
-        {
-            c.bytes -= old.len();
-        }
+        self.put(meta.id.clone(), meta.version, script.clone());
         Ok(Some(script))
     }
 }

@@ -25,7 +25,9 @@ use crate::scheduler::{
     JobMeta, JobSchedule, MisfireRule, Plan, SchedulerHandle, jitter_offset_ms, now_ms,
 };
 use crate::stats::RunStats;
-use crate::store::{JobListQuery, JobOrder, RunListQuery, Store, StoreError};
+use crate::store::{
+    ENABLED_PAGE, JobListQuery, JobOrder, RunListQuery, Store, StoreError, VERSIONS_PAGE,
+};
 
 mod control;
 mod policy;
@@ -86,6 +88,10 @@ pub const TAKEOVER_LOOKBACK_MS: i64 = 60_000;
 
 const LOCK_STRIPES: usize = 256;
 
+/// How long the exhausted-job handler gathers jobs that ran out before stopping them
+/// together (see [`Service::handle_exhausted`]).
+const EXHAUSTED_GATHER: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Everything a [`Service`] is built from.
 pub struct ServiceParts {
     pub store: Arc<dyn Store>,
@@ -141,50 +147,77 @@ impl Service {
 
     /// Schedules every enabled job at start-up, applying the misfire rule to the
     /// occurrences missed while the service was down. Returns how many were scheduled.
+    ///
+    /// Jobs are read a page at a time ([`ENABLED_PAGE`] by id) and each page is in the
+    /// wheel before the next is read, so memory holds the wheel plus one page, never
+    /// every stored job at once.
     pub async fn schedule_all(&self) -> anyhow::Result<usize> {
-        const BATCH: usize = 10_000;
-        let jobs = self.store.enabled_jobs().await?;
-        let n = jobs.len();
-        let mut batch = Vec::with_capacity(BATCH.min(n));
-        for job in jobs {
-            match schedule_of(&job, Some(job_since(&job))) {
-                Ok(s) => batch.push(s),
-                Err(e) => {
-                    tracing::error!(job = %job.id, field = e.0, error = %e.1, "a stored job cannot be scheduled; leaving it unscheduled");
+        let mut n = 0;
+        let mut after: Option<String> = None;
+        loop {
+            let page = self
+                .store
+                .enabled_jobs_page(after.as_deref(), ENABLED_PAGE)
+                .await?;
+            let last_page = (page.len() as u64) < ENABLED_PAGE;
+            n += page.len();
+            let mut batch = Vec::with_capacity(page.len());
+            for job in &page {
+                match schedule_of(job, Some(job_since(job))) {
+                    Ok(s) => batch.push(s),
+                    Err(e) => {
+                        tracing::error!(job = %job.id, field = e.0, error = %e.1, "a stored job cannot be scheduled; leaving it unscheduled");
+                    }
                 }
             }
-            if batch.len() == BATCH {
-                self.scheduler
-                    .upsert_many(std::mem::take(&mut batch))
-                    .await?;
+            after = page.into_iter().last().map(|j| j.id);
+            self.scheduler.upsert_many(batch).await?;
+            if last_page {
+                return Ok(n);
             }
         }
-        self.scheduler.upsert_many(batch).await?;
-        Ok(n)
     }
 
     /// Marks jobs with no further occurrence as stopped (`state: 0`), unless they were
     /// changed since the scheduler saw them.
+    ///
+    /// Off the fire path, and batched: jobs that ran out within [`EXHAUSTED_GATHER`]
+    /// of each other are stopped together, their reads running side by side on the
+    /// read pool and their updates reaching the store's writer together, so that the
+    /// writer commits them in one group instead of one commit per delay job.
     pub async fn handle_exhausted(&self, mut rx: mpsc::UnboundedReceiver<Arc<JobMeta>>) {
-        while let Some(meta) = rx.recv().await {
-            let _guard = self.lock_for(&meta.id).lock().await;
-            let job = match self.store.get_job(&meta.id).await {
-                Ok(Some(j)) if j.version == meta.version && j.enabled => j,
-                Ok(_) => continue,
-                Err(e) => {
-                    tracing::error!(job = %meta.id, error = %e, "could not stop a finished job");
-                    continue;
+        const BATCH: usize = 512;
+        let mut metas = Vec::with_capacity(BATCH);
+        while rx.recv_many(&mut metas, BATCH).await > 0 {
+            tokio::time::sleep(EXHAUSTED_GATHER).await;
+            while metas.len() < BATCH {
+                match rx.try_recv() {
+                    Ok(m) => metas.push(m),
+                    Err(_) => break,
                 }
-            };
-            let mut stopped = job.clone();
-            stopped.enabled = false;
-            stopped.version += 1;
-            stopped.updated_at_ms = now_ms();
-            match self.store.update_job(&stopped, None, job.version).await {
-                Ok(()) => self.announce(&stopped.id, stopped.version),
-                Err(e) => {
-                    tracing::error!(job = %meta.id, error = %e, "could not stop a finished job")
-                }
+            }
+            futures_util::future::join_all(metas.drain(..).map(|m| self.stop_exhausted(m))).await;
+        }
+    }
+
+    async fn stop_exhausted(&self, meta: Arc<JobMeta>) {
+        let _guard = self.lock_for(&meta.id).lock().await;
+        let job = match self.store.get_job(&meta.id).await {
+            Ok(Some(j)) if j.version == meta.version && j.enabled => j,
+            Ok(_) => return,
+            Err(e) => {
+                tracing::error!(job = %meta.id, error = %e, "could not stop a finished job");
+                return;
+            }
+        };
+        let mut stopped = job.clone();
+        stopped.enabled = false;
+        stopped.version += 1;
+        stopped.updated_at_ms = now_ms();
+        match self.store.update_job(&stopped, None, job.version).await {
+            Ok(()) => self.announce(&stopped.id, stopped.version),
+            Err(e) => {
+                tracing::error!(job = %meta.id, error = %e, "could not stop a finished job")
             }
         }
     }
@@ -281,23 +314,33 @@ impl Service {
 
     /// Compares the wheel with the store and reloads every job that differs: what a
     /// lost announcement leaves behind. Returns how many were reloaded.
+    ///
+    /// Reads only `(id, version)` of the enabled jobs, a page at a time. A change that
+    /// lands during the walk may make a job look stale; reloading it is harmless (a
+    /// reload reads the job again), and one it hides is found by the next reconcile.
     pub async fn reconcile(&self) -> anyhow::Result<usize> {
-        let stored = self.store.enabled_jobs().await?;
-        let wheel: std::collections::HashMap<Arc<str>, u64> =
+        let mut wheel: std::collections::HashMap<Arc<str>, u64> =
             self.scheduler.versions().await.into_iter().collect();
         let mut stale: Vec<String> = Vec::new();
-        let mut enabled = std::collections::HashSet::with_capacity(stored.len());
-        for job in &stored {
-            enabled.insert(job.id.as_str());
-            if wheel.get(job.id.as_str()).is_none_or(|v| *v < job.version) {
-                stale.push(job.id.clone());
+        let mut after: Option<String> = None;
+        loop {
+            let page = self
+                .store
+                .enabled_versions_page(after.as_deref(), VERSIONS_PAGE)
+                .await?;
+            let last_page = (page.len() as u64) < VERSIONS_PAGE;
+            for (id, version) in &page {
+                // What is left in `wheel` afterwards is scheduled but not enabled.
+                if wheel.remove(id.as_str()).is_none_or(|v| v < *version) {
+                    stale.push(id.clone());
+                }
+            }
+            after = page.into_iter().last().map(|(id, _)| id);
+            if last_page {
+                break;
             }
         }
-        for id in wheel.keys() {
-            if !enabled.contains(&**id) {
-                stale.push(id.to_string());
-            }
-        }
+        stale.extend(wheel.into_keys().map(|id| id.to_string()));
         for id in &stale {
             self.reload(id, CatchUpFrom::Lookback(TAKEOVER_LOOKBACK_MS))
                 .await;
@@ -312,25 +355,40 @@ impl Service {
             return Ok(0);
         };
         let me = cluster.node();
-        let gained: Vec<Job> = self
-            .store
-            .enabled_jobs()
-            .await?
-            .into_iter()
-            .filter(|j| {
-                change.after.owner(&j.id) == Some(me)
-                    && change.before.as_ref().and_then(|r| r.owner(&j.id)) != Some(me)
-            })
-            .collect();
+        // (id, last handled, last change) of each gained job, read a page at a time.
+        let mut gained: Vec<(String, i64, i64)> = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self
+                .store
+                .enabled_jobs_page(after.as_deref(), ENABLED_PAGE)
+                .await?;
+            let last_page = (page.len() as u64) < ENABLED_PAGE;
+            after = page.last().map(|j| j.id.clone());
+            gained.extend(
+                page.into_iter()
+                    .filter(|j| {
+                        change.after.owner(&j.id) == Some(me)
+                            && change.before.as_ref().and_then(|r| r.owner(&j.id)) != Some(me)
+                    })
+                    .map(|j| {
+                        let since = job_since(&j);
+                        (j.id, since, j.updated_at_ms)
+                    }),
+            );
+            if last_page {
+                break;
+            }
+        }
         // What the store said was handled *before* this takeover began; on-time fires
         // of the gained jobs resume at once and move it forward while we work.
         let floor = now_ms() - TAKEOVER_LOOKBACK_MS;
-        for job in &gained {
+        for (id, handled, updated_at_ms) in &gained {
             // Never before the job's own last change: it did not exist (or did not
             // fire) then.
-            let gap_start = change.gap_start_ms.max(job.updated_at_ms);
-            let since = job_since(job).min(gap_start).max(floor);
-            self.reload(&job.id, CatchUpFrom::Since(since)).await;
+            let gap_start = change.gap_start_ms.max(*updated_at_ms);
+            let since = (*handled).min(gap_start).max(floor);
+            self.reload(id, CatchUpFrom::Since(since)).await;
         }
         Ok(gained.len())
     }
@@ -716,7 +774,10 @@ impl Backend for Service {
                 check_job_id(&id)?;
                 id
             }
-            None => uuid::Uuid::new_v4().to_string(),
+            // Time-ordered (v7): new ids land at the right edge of the stores' id
+            // indexes instead of random leaves, so a group commit writes a few shared
+            // index pages rather than one page per create.
+            None => uuid::Uuid::now_v7().to_string(),
         };
         let script = input.script.take().unwrap_or_default();
         let mut job = self.new_job(id, exec_type, input)?;
@@ -732,6 +793,10 @@ impl Backend for Service {
         self.announce(&job.id, job.version);
         if start {
             self.apply_schedule(&job).await?;
+            self.runner.warm_script(&job.id, job.version, &script);
+        } else {
+            // A deleted job of the same id may have left its version 1 cached.
+            self.runner.forget_script(&job.id);
         }
         tracing::info!(job = %job.id, start, "job created");
         Ok(job.id)

@@ -50,6 +50,7 @@ macro_rules! store_conformance_tests {
             check_list_paging_stability,
             check_list_search_is_literal,
             check_enabled_jobs,
+            check_enabled_pages,
             check_count_jobs,
             check_record_runs_upsert,
             check_run_log_round_trip,
@@ -802,6 +803,150 @@ pub async fn check_enabled_jobs(store: &Arc<dyn Store>) {
     let mut got = store.enabled_jobs().await.expect("enabled");
     got.sort_by(|a, b| a.id.cmp(&b.id));
     assert_eq!(got, expected);
+}
+
+/// Keyset pages of enabled jobs and of their `(id, version)`: byte order of ids, every
+/// enabled job exactly once, disabled ones never, and a page boundary that survives
+/// changes between pages.
+pub async fn check_enabled_pages(store: &Arc<dyn Store>) {
+    let store = &**store;
+    assert!(
+        store
+            .enabled_jobs_page(None, 10)
+            .await
+            .expect("page")
+            .is_empty()
+    );
+    assert!(
+        store
+            .enabled_versions_page(None, 10)
+            .await
+            .expect("versions")
+            .is_empty()
+    );
+    // Upper case, digits and punctuation sort before lower case in byte order.
+    let ids = [
+        "b", "A1", "a0", "Z", "a-", "a", "0", "b0", "B", "_x", "aa", "a.", "9z", "zz",
+    ];
+    let mut expected: Vec<String> = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        let job = Job {
+            enabled: i % 4 != 1,
+            ..sample_job(id)
+        };
+        create(store, &job, "").await;
+        if job.enabled {
+            expected.push((*id).to_owned());
+        }
+    }
+    // One enabled job gets a new version: the versions page must show it.
+    let bumped = Job {
+        enabled: true,
+        version: 5,
+        ..sample_job("a0")
+    };
+    store.update_job(&bumped, None, 1).await.expect("update a0");
+    expected.sort();
+
+    for limit in [1u64, 3, 4, 100] {
+        let mut seen: Vec<String> = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = store
+                .enabled_jobs_page(after.as_deref(), limit)
+                .await
+                .expect("page");
+            assert!(page.len() as u64 <= limit, "a page longer than its limit");
+            assert!(page.iter().all(|j| j.enabled), "a disabled job in a page");
+            let short = (page.len() as u64) < limit;
+            seen.extend(page.into_iter().map(|j| j.id));
+            if short {
+                break;
+            }
+            after = seen.last().cloned();
+        }
+        assert_eq!(seen, expected, "pages of {limit}");
+
+        let mut versions: Vec<(String, u64)> = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = store
+                .enabled_versions_page(after.as_deref(), limit)
+                .await
+                .expect("versions page");
+            assert!(page.len() as u64 <= limit, "a page longer than its limit");
+            let short = (page.len() as u64) < limit;
+            versions.extend(page);
+            if short {
+                break;
+            }
+            after = versions.last().map(|v| v.0.clone());
+        }
+        let want: Vec<(String, u64)> = expected
+            .iter()
+            .map(|id| (id.clone(), if id == "a0" { 5 } else { 1 }))
+            .collect();
+        assert_eq!(versions, want, "version pages of {limit}");
+    }
+
+    // Past the last id: nothing. A limit of 0: nothing.
+    let last = expected.last().cloned().expect("some enabled");
+    assert!(
+        store
+            .enabled_jobs_page(Some(&last), 10)
+            .await
+            .expect("page")
+            .is_empty()
+    );
+    assert!(
+        store
+            .enabled_jobs_page(None, 0)
+            .await
+            .expect("page")
+            .is_empty()
+    );
+    // The cursor need not be a stored id: pages continue after it in byte order.
+    let page = store.enabled_jobs_page(Some("a"), 2).await.expect("page");
+    let got: Vec<&str> = page.iter().map(|j| j.id.as_str()).collect();
+    let want: Vec<&str> = expected
+        .iter()
+        .map(String::as_str)
+        .filter(|id| *id > "a")
+        .take(2)
+        .collect();
+    assert_eq!(got, want);
+    // A change between pages: a job behind the cursor disabled, one ahead created;
+    // the walk goes on from the cursor and sees the new one.
+    let first = store.enabled_jobs_page(None, 3).await.expect("page");
+    let cursor = first.last().map(|j| j.id.clone()).expect("a first page");
+    let mut off = first[0].clone();
+    off.enabled = false;
+    off.version += 1;
+    store
+        .update_job(&off, None, off.version - 1)
+        .await
+        .expect("disable");
+    create(
+        store,
+        &Job {
+            enabled: true,
+            ..sample_job("zzz")
+        },
+        "",
+    )
+    .await;
+    let rest = store
+        .enabled_jobs_page(Some(&cursor), 100)
+        .await
+        .expect("rest");
+    let rest: Vec<String> = rest.into_iter().map(|j| j.id).collect();
+    let mut want: Vec<String> = expected
+        .iter()
+        .filter(|id| **id > cursor)
+        .cloned()
+        .collect();
+    want.push("zzz".to_owned());
+    assert_eq!(rest, want);
 }
 
 pub async fn check_count_jobs(store: &Arc<dyn Store>) {

@@ -32,6 +32,14 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// Rows per page when the service walks every enabled job (start-up, takeover): big
+/// enough that a page costs little per row, small enough that one page of full jobs
+/// is a few MiB.
+pub const ENABLED_PAGE: u64 = 10_000;
+
+/// Rows per page of `(id, version)` pairs (a reconcile): ~50 bytes each.
+pub const VERSIONS_PAGE: u64 = 50_000;
+
 /// Sort keys a store can order jobs by.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum JobOrder {
@@ -93,8 +101,37 @@ pub trait Store: Send + Sync + 'static {
     /// A page of jobs and the number of jobs matching the filter.
     async fn list_jobs(&self, query: &JobListQuery) -> StoreResult<(Vec<Job>, u64)>;
 
-    /// Every job whose `enabled` is true: what start-up schedules.
-    async fn enabled_jobs(&self) -> StoreResult<Vec<Job>>;
+    /// One page of the jobs whose `enabled` is true, by id ascending (byte order):
+    /// at most `limit` jobs with ids greater than `after` (from the first if `None`).
+    /// Start-up and takeovers walk these pages (keyset pagination on id) so that a
+    /// million jobs never sit in memory at once; a short page is the last one. Pages
+    /// are separate reads, not one snapshot.
+    async fn enabled_jobs_page(&self, after: Option<&str>, limit: u64) -> StoreResult<Vec<Job>>;
+
+    /// Like [`Store::enabled_jobs_page`] but only `(id, version)`: what a reconcile
+    /// compares with the wheel, without reading or decoding whole rows.
+    async fn enabled_versions_page(
+        &self,
+        after: Option<&str>,
+        limit: u64,
+    ) -> StoreResult<Vec<(String, u64)>>;
+
+    /// Every job whose `enabled` is true, read page by page. Holds them all in memory:
+    /// for tests and small stores; the service walks pages instead.
+    async fn enabled_jobs(&self) -> StoreResult<Vec<Job>> {
+        let mut all = Vec::new();
+        loop {
+            let after = all.last().map(|j: &Job| j.id.clone());
+            let page = self
+                .enabled_jobs_page(after.as_deref(), ENABLED_PAGE)
+                .await?;
+            let last_page = (page.len() as u64) < ENABLED_PAGE;
+            all.extend(page);
+            if last_page {
+                return Ok(all);
+            }
+        }
+    }
 
     /// Counts of jobs by `enabled` (false, true).
     async fn count_jobs(&self) -> StoreResult<(u64, u64)>;

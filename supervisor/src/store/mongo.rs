@@ -366,6 +366,14 @@ impl<T> Ctx<T> for anyhow::Result<T> {
 }
 
 /// A positive `limit` for the driver (0 means "no limit" there).
+/// The filter of a page of enabled jobs after `after`.
+fn enabled_after(after: Option<&str>) -> Document {
+    match after {
+        Some(a) => doc! { "enabled": true, "_id": { "$gt": a } },
+        None => doc! { "enabled": true },
+    }
+}
+
 fn limit_i64(limit: u64) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
 }
@@ -1015,12 +1023,18 @@ impl Store for MongoStore {
         Ok((jobs, total))
     }
 
-    async fn enabled_jobs(&self) -> StoreResult<Vec<Job>> {
+    async fn enabled_jobs_page(&self, after: Option<&str>, limit: u64) -> StoreResult<Vec<Job>> {
         let _permit = self.enter()?;
-        // Documents are turned into jobs as the batches arrive.
+        if limit == 0 {
+            // A limit of 0 means none to MongoDB.
+            return Ok(Vec::new());
+        }
+        // Keyset on `_id` (the job id; strings compare by bytes, as the other stores).
         let mut cursor = self
             .jobs
-            .find(doc! { "enabled": true })
+            .find(enabled_after(after))
+            .sort(doc! { "_id": 1 })
+            .limit(limit_i64(limit))
             .await
             .ctx("read enabled jobs")?;
         let mut jobs = Vec::new();
@@ -1028,6 +1042,35 @@ impl Store for MongoStore {
             jobs.push(read_job(&d).ctx("read enabled jobs")?);
         }
         Ok(jobs)
+    }
+
+    async fn enabled_versions_page(
+        &self,
+        after: Option<&str>,
+        limit: u64,
+    ) -> StoreResult<Vec<(String, u64)>> {
+        let _permit = self.enter()?;
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut cursor = self
+            .jobs
+            .find(enabled_after(after))
+            .projection(doc! { "_id": 1, "version": 1 })
+            .sort(doc! { "_id": 1 })
+            .limit(limit_i64(limit))
+            .await
+            .ctx("read enabled versions")?;
+        let mut out = Vec::new();
+        while let Some(d) = cursor.try_next().await.ctx("read enabled versions")? {
+            let id = string(&d, "_id").ctx("read enabled versions")?;
+            let version = int(&d, "version").ctx("read enabled versions")?;
+            let version = u64::try_from(version).map_err(|_| {
+                StoreError::Other(anyhow!("job {id}: stored version {version} is negative"))
+            })?;
+            out.push((id, version));
+        }
+        Ok(out)
     }
 
     async fn count_jobs(&self) -> StoreResult<(u64, u64)> {

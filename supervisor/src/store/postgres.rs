@@ -31,7 +31,6 @@ mod writer;
 pub(super) mod tests;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::pin::pin;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -40,7 +39,6 @@ use std::time::Duration;
 use anyhow::{Context, anyhow};
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
-use futures_util::TryStreamExt;
 use parking_lot::Mutex;
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio_postgres::error::SqlState;
@@ -254,6 +252,15 @@ impl<T> Ctx<T> for Result<T, tokio_postgres::Error> {
 impl<T> Ctx<T> for anyhow::Result<T> {
     fn ctx(self, what: &'static str) -> StoreResult<T> {
         self.map_err(|e| StoreError::Other(e.context(what)))
+    }
+}
+
+/// The keyset condition of a page of enabled jobs: `$1` is the last id of the previous
+/// page, or NULL (and unused but typed) for the first page.
+fn after_clause(after: Option<&str>) -> &'static str {
+    match after {
+        Some(_) => "id > $1",
+        None => "$1::text IS NULL",
     }
 }
 
@@ -794,28 +801,61 @@ impl Store for PostgresStore {
         Ok((jobs, u64::try_from(total).unwrap_or(0)))
     }
 
-    async fn enabled_jobs(&self) -> StoreResult<Vec<Job>> {
+    async fn enabled_jobs_page(&self, after: Option<&str>, limit: u64) -> StoreResult<Vec<Job>> {
+        let _permit = self.inner.enter()?;
+        let inner = &self.inner;
+        let client = inner.client().await?;
+        // Keyset on the primary key (COLLATE "C": byte order, as the other stores). Two
+        // statements, not `$1 IS NULL OR id > $1`: a generic plan of that would scan
+        // the index from the start for every page.
+        let stmt = client
+            .prepare_cached(&inner.sql(&format!(
+                "SELECT {JOB_COLUMNS} FROM {{s}}.jobs WHERE enabled AND {} \
+                 ORDER BY id LIMIT $2::bigint",
+                after_clause(after)
+            )))
+            .await
+            .ctx("prepare enabled jobs")?;
+        let rows = client
+            .query(&stmt, &[&after, &limit_i64(limit)])
+            .await
+            .ctx("read enabled jobs")?;
+        rows.iter()
+            .map(read_job)
+            .collect::<anyhow::Result<Vec<_>>>()
+            .ctx("read enabled jobs")
+    }
+
+    async fn enabled_versions_page(
+        &self,
+        after: Option<&str>,
+        limit: u64,
+    ) -> StoreResult<Vec<(String, u64)>> {
         let _permit = self.inner.enter()?;
         let inner = &self.inner;
         let client = inner.client().await?;
         let stmt = client
             .prepare_cached(&inner.sql(&format!(
-                "SELECT {JOB_COLUMNS} FROM {{s}}.jobs WHERE enabled"
+                "SELECT id, version FROM {{s}}.jobs WHERE enabled AND {} \
+                 ORDER BY id LIMIT $2::bigint",
+                after_clause(after)
             )))
             .await
-            .ctx("prepare enabled jobs")?;
-        // Rows are turned into jobs as they arrive, never all held as rows first.
-        let mut rows = pin!(
-            client
-                .query_raw(&stmt, std::iter::empty::<i32>())
-                .await
-                .ctx("read enabled jobs")?
-        );
-        let mut jobs = Vec::new();
-        while let Some(row) = rows.try_next().await.ctx("read enabled jobs")? {
-            jobs.push(read_job(&row).ctx("read enabled jobs")?);
-        }
-        Ok(jobs)
+            .ctx("prepare enabled versions")?;
+        let rows = client
+            .query(&stmt, &[&after, &limit_i64(limit)])
+            .await
+            .ctx("read enabled versions")?;
+        rows.iter()
+            .map(|row| {
+                let id: String = row.try_get(0)?;
+                let version: i64 = row.try_get(1)?;
+                let version = u64::try_from(version)
+                    .with_context(|| format!("job {id}: stored version {version} is negative"))?;
+                Ok((id, version))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()
+            .ctx("read enabled versions")
     }
 
     async fn count_jobs(&self) -> StoreResult<(u64, u64)> {

@@ -367,17 +367,60 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn enabled_jobs(&self) -> StoreResult<Vec<Job>> {
+    async fn enabled_jobs_page(&self, after: Option<&str>, limit: u64) -> StoreResult<Vec<Job>> {
+        let after = after.map(str::to_owned);
+        let limit = limit_i64(Some(limit));
         self.read(move |conn| {
-            let mut stmt = conn
-                // A plain table scan: at start-up most jobs are usually enabled, and
-                // going through the `enabled` index then costs a lookup per row (about
-                // 1.5x slower on 1M enabled jobs).
-                .prepare_cached(&format!(
-                    "SELECT {JOB_COLUMNS} FROM jobs NOT INDEXED WHERE enabled = 1"
-                ))
-                .context("prepare enabled jobs")?;
-            collect_jobs(&mut stmt, []).context("read enabled jobs")
+            // Walks the id index from where the last page ended (no OFFSET): one
+            // lookup per row into the table. `+enabled` keeps the planner off the
+            // `enabled` index, which would sort every enabled row for each page.
+            let mut stmt = match &after {
+                Some(_) => conn.prepare_cached(&format!(
+                    "SELECT {JOB_COLUMNS} FROM jobs WHERE id > ?1 AND +enabled = 1 \
+                     ORDER BY id LIMIT ?2"
+                )),
+                None => conn.prepare_cached(&format!(
+                    "SELECT {JOB_COLUMNS} FROM jobs WHERE id >= '' AND ?1 IS NULL AND +enabled = 1 \
+                     ORDER BY id LIMIT ?2"
+                )),
+            }
+            .context("prepare enabled jobs")?;
+            collect_jobs(&mut stmt, params![after, limit]).context("read enabled jobs")
+        })
+        .await
+    }
+
+    async fn enabled_versions_page(
+        &self,
+        after: Option<&str>,
+        limit: u64,
+    ) -> StoreResult<Vec<(String, u64)>> {
+        let after = after.map(str::to_owned);
+        let limit = limit_i64(Some(limit));
+        self.read(move |conn| {
+            let mut stmt = match &after {
+                Some(_) => conn.prepare_cached(
+                    "SELECT id, version FROM jobs WHERE id > ?1 AND +enabled = 1 \
+                     ORDER BY id LIMIT ?2",
+                ),
+                None => conn.prepare_cached(
+                    "SELECT id, version FROM jobs WHERE id >= '' AND ?1 IS NULL AND +enabled = 1 \
+                     ORDER BY id LIMIT ?2",
+                ),
+            }
+            .context("prepare enabled versions")?;
+            let mut rows = stmt
+                .query(params![after, limit])
+                .context("read enabled versions")?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next().context("read enabled versions")? {
+                let id: String = row.get(0)?;
+                let version: i64 = row.get(1)?;
+                let version = u64::try_from(version)
+                    .with_context(|| format!("job {id}: stored version {version} is negative"))?;
+                out.push((id, version));
+            }
+            Ok(out)
         })
         .await
     }

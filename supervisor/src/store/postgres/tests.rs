@@ -39,6 +39,7 @@ macro_rules! skippable_conformance_tests {
             check_list_paging_stability,
             check_list_search_is_literal,
             check_enabled_jobs,
+            check_enabled_pages,
             check_count_jobs,
             check_record_runs_upsert,
             check_run_log_round_trip,

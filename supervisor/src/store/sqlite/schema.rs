@@ -42,7 +42,10 @@ pub(super) fn configure_writer(conn: &Connection, fsync: bool) -> anyhow::Result
         .context("enable foreign keys")?;
     conn.busy_timeout(BUSY_TIMEOUT)
         .context("set busy timeout")?;
-    conn.pragma_update(None, "cache_size", -4_096)
+    // 32 MiB: under a stream of creates the writer inserts into random leaves of the
+    // id, name and script-key indexes; with 4 MiB it read most of them back with
+    // pread (from the WAL or the file) at every group.
+    conn.pragma_update(None, "cache_size", -32_768)
         .context("set cache size")?;
     // Checkpoints run on their own thread (see `checkpoint`); this threshold (40 MiB
     // of WAL) is only a safety net should that thread fall behind.
@@ -60,7 +63,11 @@ pub(super) fn configure_reader(conn: &Connection) -> anyhow::Result<()> {
         .context("set busy timeout")?;
     conn.pragma_update(None, "cache_size", -16_384)
         .context("set cache size")?;
-    conn.pragma_update(None, "mmap_size", 256 * 1024 * 1024)
+    // No mmap: the database file grows at every checkpoint, and each read transaction
+    // that sees a larger file unmapped and remapped it (TLB shoot-downs, page faults;
+    // ~20 % of the supervisor's CPU under 1,000 fires/s). Plain reads through the page
+    // cache are cheaper here, and the mapping no longer counts in the RSS.
+    conn.pragma_update(None, "mmap_size", 0)
         .context("set mmap size")?;
     Ok(())
 }
