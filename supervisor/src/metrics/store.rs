@@ -119,8 +119,16 @@ impl Store for TimedStore {
         timed!(self, list_jobs(query))
     }
 
-    async fn enabled_jobs(&self) -> StoreResult<Vec<Job>> {
-        timed!(self, enabled_jobs())
+    async fn enabled_jobs_page(&self, after: Option<&str>, limit: u64) -> StoreResult<Vec<Job>> {
+        timed!(self, enabled_jobs_page(after, limit))
+    }
+
+    async fn enabled_versions_page(
+        &self,
+        after: Option<&str>,
+        limit: u64,
+    ) -> StoreResult<Vec<(String, u64)>> {
+        timed!(self, enabled_versions_page(after, limit))
     }
 
     async fn count_jobs(&self) -> StoreResult<(u64, u64)> {
