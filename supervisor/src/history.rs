@@ -20,6 +20,8 @@ use crate::store::Store;
 /// Largest batch written in one transaction.
 const MAX_BATCH: usize = 2_000;
 const RETRIES: u32 = 5;
+/// How long the writer gathers records before a commit.
+const GATHER: Duration = Duration::from_millis(15);
 
 enum Msg {
     Record(Box<RunRecord>),
@@ -55,6 +57,10 @@ async fn write_loop(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<Msg>)
     let mut batch: Vec<RunRecord> = Vec::new();
     let mut flushes: Vec<oneshot::Sender<()>> = Vec::new();
     while let Some(first) = rx.recv().await {
+        // Gather for a few milliseconds before committing: at hundreds of fires per
+        // second this turns hundreds of small commits (each a WAL write the fire path
+        // competes with for CPU) into a few large ones. A flush cuts the wait short.
+        let deadline = tokio::time::Instant::now() + GATHER;
         let mut next = Some(first);
         while let Some(msg) = next.take() {
             match msg {
@@ -64,7 +70,14 @@ async fn write_loop(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<Msg>)
             if batch.len() >= MAX_BATCH {
                 break;
             }
-            next = rx.try_recv().ok();
+            next = match rx.try_recv() {
+                Ok(m) => Some(m),
+                Err(_) if !flushes.is_empty() => None,
+                Err(_) => tokio::time::timeout_at(deadline, rx.recv())
+                    .await
+                    .ok()
+                    .flatten(),
+            };
         }
         write_batch(&*store, &mut batch).await;
         for ack in flushes.drain(..) {
