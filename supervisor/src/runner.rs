@@ -464,7 +464,12 @@ async fn run_attempt(
         };
         let Some(ev) = ev else { break };
         match ev {
-            RunEvent::Started { at } => rec.started_at_ms = Some(system_ms(at)),
+            RunEvent::Started { at } => {
+                // A run in progress shows when it started (the history writer folds
+                // this into the final record when both are in one batch).
+                rec.started_at_ms = Some(system_ms(at));
+                inner.history.record(rec.clone());
+            }
             RunEvent::Console(line) => log.push(line),
             RunEvent::End(r) => {
                 rec.outcome = r.outcome.as_str().to_owned();

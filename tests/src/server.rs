@@ -20,6 +20,9 @@ pub struct Server {
     pub log_path: PathBuf,
     extra_args: Vec<String>,
     envs: Vec<(String, String)>,
+    /// The node name `/healthz` must report: proof that the server answering on
+    /// `port` is this one, not another test's that was given the same free port.
+    node: String,
     pub http: reqwest::Client,
     /// Keeps the temporary data directory alive for the server's life.
     _tmp: Option<tempfile::TempDir>,
@@ -41,8 +44,27 @@ impl Server {
     pub async fn start_with(opts: Options) -> Server {
         let tmp = tempfile::tempdir().expect("tempdir");
         let data_dir = tmp.path().join("data");
+        static STARTED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let arg_node = opts
+            .args
+            .iter()
+            .position(|a| a == "--node-name")
+            .and_then(|i| opts.args.get(i + 1).cloned());
+        let env_node = opts
+            .envs
+            .iter()
+            .find(|(k, _)| k == "TRAITOR_NODE_NAME")
+            .map(|(_, v)| v.clone());
+        let node = arg_node.or(env_node).unwrap_or_else(|| {
+            format!(
+                "test-{}-{}",
+                std::process::id(),
+                STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            )
+        });
         let mut s = Server {
             child: None,
+            node,
             port: free_port(),
             log_path: tmp.path().join("traitor.log"),
             data_dir,
@@ -54,12 +76,34 @@ impl Server {
                 .expect("http client"),
             _tmp: Some(tmp),
         };
-        s.spawn().await;
-        s
+        // A port from `free_port` can be handed to two tests at once: if another
+        // server holds it, start again on another port.
+        for _ in 0..3 {
+            match s.launch().await {
+                Ok(()) => return s,
+                Err(why) => {
+                    if let Some(mut c) = s.child.take() {
+                        let _ = c.kill();
+                        let _ = c.wait();
+                    }
+                    eprintln!("retrying on another port: {why}");
+                    s.port = free_port();
+                }
+            }
+        }
+        panic!("could not start traitor on a free port:\n{}", s.log());
     }
 
     /// Starts (again) on the same data directory and port.
     pub async fn spawn(&mut self) {
+        if let Err(why) = self.launch().await {
+            panic!("{why}");
+        }
+    }
+
+    /// Starts the process and waits until it answers; `Err` if the port turned out to
+    /// be another server's.
+    async fn launch(&mut self) -> Result<(), String> {
         assert!(self.child.is_none(), "already running");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -74,6 +118,7 @@ impl Server {
             .args(["--workers", "2", "--shutdown-grace-s", "5"])
             .args(&self.extra_args)
             .env("RUST_LOG", "info")
+            .env("TRAITOR_NODE_NAME", &self.node)
             .env_remove("TRAITOR_AUTH_TOKEN")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -82,21 +127,30 @@ impl Server {
             cmd.env(k, v);
         }
         self.child = Some(cmd.spawn().expect("spawn traitor"));
-        self.wait_ready().await;
+        self.wait_ready().await
     }
 
-    async fn wait_ready(&mut self) {
+    async fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(child) = self.child.as_mut()
                 && let Ok(Some(status)) = child.try_wait()
             {
-                panic!("traitor exited during start-up ({status}):\n{}", self.log());
+                let log = self.log();
+                if log.contains("in use") {
+                    self.child = None;
+                    return Err(format!("port {} is taken: {status}", self.port));
+                }
+                panic!("traitor exited during start-up ({status}):\n{log}");
             }
             if let Ok(r) = self.http.get(self.url("/healthz")).send().await
                 && r.status().is_success()
+                && let Ok(body) = r.text().await
             {
-                return;
+                if body.contains(&format!("\"node\":\"{}\"", self.node)) {
+                    return Ok(());
+                }
+                return Err(format!("another server answers on port {}", self.port));
             }
             assert!(
                 Instant::now() < deadline,
