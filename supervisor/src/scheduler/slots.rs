@@ -102,10 +102,7 @@ impl Slots {
 
     fn startable(&mut self) -> Vec<Pending> {
         let mut out = Vec::new();
-        loop {
-            let Some(next) = self.queued.as_ref().or(self.backlog.front()) else {
-                break;
-            };
+        while let Some(next) = self.queued.as_ref().or(self.backlog.front()) {
             if self.running >= cap(&next.meta) {
                 break;
             }

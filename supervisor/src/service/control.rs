@@ -305,7 +305,7 @@ impl Service {
         }
         items.truncate(limit as usize);
         for o in &mut items {
-            o.attempts.sort_by(|a, b| b.attempt.cmp(&a.attempt));
+            o.attempts.sort_by_key(|a| std::cmp::Reverse(a.attempt));
             // The latest attempt speaks for the occurrence; for a backfilled miss that
             // is the run, not the miss it replaced.
             o.outcome = o
