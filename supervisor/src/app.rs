@@ -42,6 +42,22 @@ pub fn data_dir(cfg: &ServeConfig) -> anyhow::Result<PathBuf> {
     Ok(PathBuf::from(home).join(".traitor"))
 }
 
+/// Where the secret key comes from (see [`crate::secrets`]): the key itself, a key
+/// file, or in standalone mode `<data-dir>/secret.key`.
+fn key_source(cfg: &ServeConfig) -> anyhow::Result<crate::secrets::KeySource> {
+    let default_file = match cfg.mode {
+        Mode::Std => Some(data_dir(cfg)?.join("secret.key")),
+        Mode::Multi => None,
+    };
+    let src = crate::secrets::KeySource::new(
+        cfg.secret_key.clone(),
+        cfg.secret_key_file.clone(),
+        default_file,
+    );
+    src.check().context("load the secret key")?;
+    Ok(src)
+}
+
 fn node_name() -> String {
     crate::cluster::hostname().unwrap_or_else(|| "standalone".into())
 }
@@ -56,6 +72,7 @@ pub fn run(cfg: ServeConfig) -> anyhow::Result<()> {
 
 async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let (store, cluster) = open_store_and_cluster(&cfg).await?;
+    let vault = Arc::new(crate::secrets::Vault::new(store.clone(), key_source(&cfg)?));
     let gate: Arc<dyn FireGate> = match &cluster {
         Some(c) => Arc::new(c.clone()),
         None => Arc::new(OpenGate),
@@ -66,11 +83,13 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         pool_cfg.workers = n;
     }
     // Scripts may not call this service's own API (it trusts loopback without a token).
-    let host = Arc::new(HttpHost::with_own_ports(
+    let host = HttpHost::with_own_ports(
         Duration::from_millis(cfg.pool.http_timeout_ms),
         usize::try_from(cfg.pool.http_max_body_kb.saturating_mul(1024)).unwrap_or(usize::MAX),
         vec![cfg.port],
-    )?);
+    )?;
+    // Scripts' `kv.*` calls are answered from the store; the rest go to `host`.
+    let host = Arc::new(crate::kvhost::KvHost::new(host, store.clone()));
     let pool = Pool::start(pool_cfg, host)
         .await
         .context("start the worker pool")?;
@@ -92,6 +111,7 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         exhausted: exhausted_tx,
         stats: stats.clone(),
         gate,
+        vault: vault.clone(),
     });
     let (sched, sched_task) = scheduler::spawn(runner.clone());
     runner.attach(sched.clone());
@@ -108,6 +128,7 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         mode: if cluster.is_some() { "multi" } else { "std" },
         stats,
         cluster: cluster.clone(),
+        vault,
     }));
     tokio::spawn({
         let s = service.clone();

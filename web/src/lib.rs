@@ -21,6 +21,7 @@ pub mod error;
 mod extract;
 mod occurrences;
 pub mod openapi;
+mod secrets;
 mod ui;
 
 pub use api::ROUTES;

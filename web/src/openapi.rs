@@ -14,6 +14,7 @@ use crate::debug;
 use crate::dto::*;
 use crate::error::ErrorBody;
 use crate::occurrences;
+use crate::secrets;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -52,6 +53,11 @@ use crate::occurrences;
         occurrences::resume,
         occurrences::backfill,
         occurrences::occurrences,
+        secrets::put_secret,
+        secrets::list_secrets,
+        secrets::delete_secret,
+        secrets::kv_list,
+        secrets::kv_delete,
     ),
     components(schemas(
         ErrorBody,
@@ -75,6 +81,9 @@ use crate::occurrences;
         BackfillView,
         OccurrenceView,
         OccurrencePage,
+        SecretInput,
+        SecretView,
+        KvEntryView,
     )),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
@@ -83,6 +92,7 @@ use crate::occurrences;
         (name = "scripts", description = "Job scripts and the debug socket"),
         (name = "runs", description = "Run history"),
         (name = "service", description = "Health and this document"),
+        (name = "secrets", description = "Secrets granted to jobs (values never returned)"),
     )
 )]
 struct ApiDoc;

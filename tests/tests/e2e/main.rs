@@ -9,3 +9,4 @@ mod api;
 mod cluster;
 mod exec;
 mod pool;
+mod secrets;
