@@ -3,8 +3,10 @@
 
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tests::server::Server;
+use tokio_tungstenite::tungstenite::Message;
 
 const VALUE: &str = "s3cr3t-Value-9f8e7d";
 
@@ -13,6 +15,22 @@ async fn raw(s: &Server, path: &str) -> String {
     let resp = s.http.get(s.url(path)).send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 200, "{path}");
     resp.text().await.unwrap()
+}
+
+/// Every text frame of a debug run of the saved job `id`, until the socket closes.
+async fn debug_texts(s: &Server, id: &str) -> Vec<String> {
+    let (mut ws, _) = tokio_tungstenite::connect_async(s.ws_url(&format!("/api/debug?id={id}")))
+        .await
+        .expect("connect");
+    let mut texts = Vec::new();
+    while let Some(Ok(msg)) = ws.next().await {
+        match msg {
+            Message::Text(t) => texts.push(t.to_string()),
+            Message::Close(_) => break,
+            _ => {}
+        }
+    }
+    texts
 }
 
 async fn create(s: &Server, body: Value) -> String {
@@ -97,6 +115,14 @@ async fn a_secret_is_readable_by_its_job_masked_in_output_and_never_returned() {
         "{run}"
     );
     let run_id = run["runId"].as_str().unwrap().to_owned();
+    // A debug run of the saved job gets the secret; the socket sees it masked.
+    let texts = debug_texts(&s, &id).await;
+    assert_eq!(texts[0], "token is ***", "{texts:?}");
+    assert!(texts.iter().all(|t| !t.contains(VALUE)), "{texts:?}");
+    assert!(
+        texts.iter().any(|t| t.contains("failed with ***")),
+        "{texts:?}"
+    );
     let other_run = run_now(&s, &other).await;
     assert_eq!(
         other_run["log"][0]["text"], "0",
