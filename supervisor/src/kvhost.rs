@@ -77,7 +77,9 @@ async fn answer(
         return Err("kv is only available to saved jobs (this run has no job)".to_owned());
     }
     let fail = |e: crate::store::StoreError| match e {
-        crate::store::StoreError::NotFound(_) => "the job no longer exists".to_owned(),
+        crate::store::StoreError::NotFound(_) => {
+            format!("there is no saved job {job_id:?} (kv is only for saved jobs)")
+        }
         e => {
             tracing::warn!(job_id, error = %e, "a kv host call failed");
             "the job store is unavailable".to_owned()
