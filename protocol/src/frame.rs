@@ -161,6 +161,7 @@ mod tests {
                     scheduled_at_ms: 1_700_000_000_000,
                     occurrence_id: "j@1700000000000".into(),
                     attempt: 1,
+                    secrets: SecretValues(vec![("K".into(), "v".into())]),
                 },
             }),
             SupervisorMessage::HostReply {

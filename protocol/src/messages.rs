@@ -108,6 +108,21 @@ pub struct JobContext {
     pub occurrence_id: String,
     /// 1 for the first attempt.
     pub attempt: u32,
+    /// v2. The secrets granted to the job, decrypted (the global `secrets`). Empty for
+    /// drafts. Its `Debug` prints names only.
+    pub secrets: SecretValues,
+}
+
+/// v2. `(name, value)` pairs of a run's granted secrets. `Debug` never shows values.
+#[derive(Clone, Default, PartialEq, Eq, Encode, Decode)]
+pub struct SecretValues(pub Vec<(String, String)>);
+
+impl std::fmt::Debug for SecretValues {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(name, _)| format!("{name}=***")))
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Encode, Decode)]
@@ -147,6 +162,16 @@ pub struct ConsoleLine {
 pub enum HostCall {
     /// v1. An HTTP request (`fetch`, `require('http').get`).
     Http(HttpRequest),
+    /// v2. The job's key-value store (`kv.get/set/delete`).
+    Kv(KvCall),
+}
+
+/// v2. One operation on the running job's key-value store. Values are JSON text.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub enum KvCall {
+    Get { key: String },
+    Set { key: String, value_json: String },
+    Delete { key: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
@@ -160,6 +185,9 @@ pub struct HttpRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
 pub enum HostResponse {
     Http(HttpResponse),
+    /// v2. The answer to a [`KvCall`]: the value (JSON text) for `Get`, `None` if the
+    /// key is absent; `None` for `Set`; for `Delete`, `Some("true")` if the key existed.
+    Kv(Option<String>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]

@@ -5,6 +5,8 @@
 //! History:
 //! - 1: the first version: handshake, runs, console lines, host calls (HTTP), cancel,
 //!   run end, shutdown.
+//! - 2: `JobContext::secrets` (a run's granted secrets), `HostCall::Kv` and
+//!   `HostResponse::Kv` (the per-job key-value store).
 
 /// The version this build speaks.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;

@@ -43,6 +43,22 @@ pub fn data_dir(cfg: &ServeConfig) -> anyhow::Result<PathBuf> {
     Ok(PathBuf::from(home).join(".traitor"))
 }
 
+/// Where the secret key comes from (see [`crate::secrets`]): the key itself, a key
+/// file, or in standalone mode `<data-dir>/secret.key`.
+fn key_source(cfg: &ServeConfig) -> anyhow::Result<crate::secrets::KeySource> {
+    let default_file = match cfg.mode {
+        Mode::Std => Some(data_dir(cfg)?.join("secret.key")),
+        Mode::Multi => None,
+    };
+    let src = crate::secrets::KeySource::new(
+        cfg.secret_key.clone(),
+        cfg.secret_key_file.clone(),
+        default_file,
+    );
+    src.check().context("load the secret key")?;
+    Ok(src)
+}
+
 fn node_name() -> String {
     crate::cluster::hostname().unwrap_or_else(|| "standalone".into())
 }
@@ -60,6 +76,7 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     // One set of counters for `/metrics`, handed to whatever records into it.
     let metrics = Arc::new(Metrics::default());
     let store: Arc<dyn Store> = Arc::new(TimedStore::new(store, metrics.store.clone()));
+    let vault = Arc::new(crate::secrets::Vault::new(store.clone(), key_source(&cfg)?));
     let gate: Arc<dyn FireGate> = match &cluster {
         Some(c) => Arc::new(c.clone()),
         None => Arc::new(OpenGate),
@@ -70,13 +87,15 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         pool_cfg.workers = n;
     }
     // Scripts may not call this service's own API (it trusts loopback without a token).
-    let host = Arc::new(HttpHost::build(HttpHostConfig {
+    let host = HttpHost::build(HttpHostConfig {
         timeout: Duration::from_millis(cfg.pool.http_timeout_ms),
         max_body_bytes: cfg.pool.http_max_body_bytes(),
         own_ports: vec![cfg.port],
         policy: cfg.pool.egress.policy(),
         counters: metrics.egress.clone(),
-    })?);
+    })?;
+    // Scripts' `kv.*` calls are answered from the store; the rest go to `host`.
+    let host = Arc::new(crate::kvhost::KvHost::new(host, store.clone()));
     let pool = Pool::start(pool_cfg, host)
         .await
         .context("start the worker pool")?;
@@ -98,6 +117,7 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         exhausted: exhausted_tx,
         stats: stats.clone(),
         gate,
+        vault: vault.clone(),
     });
     let (sched, sched_task) = scheduler::spawn(runner.clone());
     runner.attach(sched.clone());
@@ -115,6 +135,7 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         stats,
         cluster: cluster.clone(),
         metrics,
+        vault,
     }));
     tokio::spawn({
         let s = service.clone();

@@ -279,6 +279,19 @@ pub struct ServeConfig {
     pub limits: RunLimitArgs,
     #[command(flatten)]
     pub pool: PoolArgs,
+    /// File holding the key that encrypts secrets at rest (base64 of 32 bytes). Without
+    /// it and without `TRAITOR_SECRET_KEY`, standalone mode uses `<data-dir>/secret.key`,
+    /// created with mode 0600 on first use; cluster mode requires one of the two.
+    #[arg(long = "secret-key-file", env = "TRAITOR_SECRET_KEY_FILE")]
+    pub secret_key_file: Option<PathBuf>,
+    /// The key that encrypts secrets at rest, base64 of 32 bytes (wins over the file).
+    /// Prefer the environment variable: a flag is visible in the process list.
+    #[arg(
+        long = "secret-key",
+        env = "TRAITOR_SECRET_KEY",
+        hide_env_values = true
+    )]
+    pub secret_key: Option<String>,
 }
 
 impl ServeConfig {

@@ -97,6 +97,7 @@ async fn run(args: ExecArgs, script: String) -> anyhow::Result<RunResult> {
         scheduled_at_ms: 0,
         occurrence_id: String::new(),
         attempt: 1,
+        secrets: Default::default(),
     };
     let mut handle = pool.submit(RunRequest {
         script,

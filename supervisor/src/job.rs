@@ -129,6 +129,9 @@ pub struct Job {
     pub script_version: u64,
     /// The note of the current script version.
     pub script_note: String,
+    /// Names of the secrets granted to the job (the script's `secrets.NAME`), sorted,
+    /// without duplicates.
+    pub secrets: Vec<String>,
     /// Bumped by every change of the job or its script.
     pub version: u64,
     pub created_at_ms: i64,

@@ -83,6 +83,7 @@ struct Inner {
     stats: Arc<RunStats>,
     gate: Arc<dyn FireGate>,
     active: ActiveRuns,
+    vault: Arc<crate::secrets::Vault>,
 }
 
 /// Everything a [`Runner`] is built from.
@@ -98,6 +99,8 @@ pub struct RunnerParts {
     pub exhausted: mpsc::UnboundedSender<Arc<JobMeta>>,
     pub stats: Arc<RunStats>,
     pub gate: Arc<dyn FireGate>,
+    /// Decrypts the secrets granted to a job for its runs.
+    pub vault: Arc<crate::secrets::Vault>,
 }
 
 impl Runner {
@@ -115,6 +118,7 @@ impl Runner {
             stats: p.stats,
             gate: p.gate,
             active: ActiveRuns::default(),
+            vault: p.vault,
         }))
     }
 
@@ -328,6 +332,7 @@ pub fn job_context(
         scheduled_at_ms: scheduled_ms,
         occurrence_id: crate::job::occurrence_id(&meta.id, scheduled_ms, trigger),
         attempt,
+        secrets: protocol::SecretValues::default(),
     }
 }
 
@@ -430,14 +435,23 @@ async fn run_attempt(
         attempt,
         ..blank_record(run_id, meta, fire.scheduled_ms, fire.trigger, &inner.node)
     };
-    let script = match inner.scripts.get(&*inner.store, meta).await {
-        Ok(Some(s)) => s,
+    let loaded = match inner.scripts.get(&*inner.store, meta).await {
+        Ok(Some(s)) => inner
+            .vault
+            .for_run(&meta.id, &meta.secrets)
+            .await
+            .map(|secrets| (s, secrets))
+            .map_err(|e| format!("could not load the job's secrets: {e:#}")),
         Ok(None) => return None, // deleted between the fire and now
-        Err(e) => {
-            tracing::error!(job = %meta.id, error = %e, "could not load the script of a run");
+        Err(e) => Err(format!("could not load the script: {e}")),
+    };
+    let (script, secrets) = match loaded {
+        Ok(v) => v,
+        Err(message) => {
+            tracing::error!(job = %meta.id, error = %message, "a run could not start");
             rec.outcome = protocol::Outcome::Failed.as_str().to_owned();
             rec.ended_at_ms = Some(now_ms());
-            rec.error_message = Some(format!("could not load the script: {e}"));
+            rec.error_message = Some(message);
             observe(&inner.stats, &rec, &meta.name);
             let outcome = rec.outcome.clone();
             inner.history.record(rec);
@@ -445,14 +459,16 @@ async fn run_attempt(
         }
     };
     inner.history.record(rec.clone());
+    let mut job = job_context(meta, fire.scheduled_ms, fire.trigger, attempt);
+    job.secrets = secrets.values;
     let mut handle = inner.pool.submit(RunRequest {
         script: script.to_string(),
         limits: limits_of(&inner.base_limits, meta),
-        job: job_context(meta, fire.scheduled_ms, fire.trigger, attempt),
+        job,
     });
     let canceller = handle.canceller();
     let mut cancel_sent = false;
-    let mut log = LogCollector::default();
+    let mut log = LogCollector::masking(secrets.masker.clone());
     loop {
         let ev = tokio::select! {
             ev = handle.next_event() => ev,
@@ -478,8 +494,8 @@ async fn run_attempt(
                 rec.cpu_time_us = Some(r.cpu_time_us);
                 rec.peak_memory_bytes = Some(r.peak_memory_bytes);
                 if let Some(e) = r.error {
-                    rec.error_message = Some(e.message);
-                    rec.error_stack = e.stack;
+                    rec.error_message = Some(secrets.masker.mask(&e.message));
+                    rec.error_stack = e.stack.map(|s| secrets.masker.mask(&s));
                 }
                 if cancel_sent && rec.outcome == protocol::Outcome::Cancelled.as_str() {
                     rec.error_message =
@@ -512,19 +528,29 @@ pub fn system_ms(t: std::time::SystemTime) -> i64 {
     chrono::DateTime::<chrono::Utc>::from(t).timestamp_millis()
 }
 
-/// Keeps console lines up to the stored cap.
+/// Keeps console lines up to the stored cap, secrets masked.
 #[derive(Default)]
 pub struct LogCollector {
     lines: Vec<LogLine>,
     bytes: usize,
     truncated: bool,
+    masker: crate::secrets::Masker,
 }
 
 impl LogCollector {
-    pub fn push(&mut self, line: protocol::ConsoleLine) {
+    /// A collector that masks the values of `masker` in every line.
+    pub fn masking(masker: crate::secrets::Masker) -> Self {
+        LogCollector {
+            masker,
+            ..LogCollector::default()
+        }
+    }
+
+    pub fn push(&mut self, mut line: protocol::ConsoleLine) {
         if self.truncated {
             return;
         }
+        self.masker.mask_in_place(&mut line.text);
         if self.lines.len() >= MAX_STORED_LOG_LINES
             || self.bytes + line.text.len() > MAX_STORED_LOG_BYTES
         {

@@ -44,6 +44,8 @@ pub struct JobMeta {
     /// `Allow`: how many runs may go at once.
     pub max_concurrent: u32,
     pub retry: RetryPolicy,
+    /// Names of the secrets granted to the job (what its runs get).
+    pub secrets: Vec<String>,
 }
 
 /// A job as the scheduler holds it.
@@ -555,6 +557,7 @@ mod tests {
             overlap,
             max_concurrent: 2,
             retry: RetryPolicy::default(),
+            secrets: Vec::new(),
         })
     }
 

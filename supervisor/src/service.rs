@@ -31,6 +31,7 @@ use crate::store::{
 
 mod control;
 mod policy;
+mod secrets;
 
 /// Bounds on what a user can store (contract §7).
 pub mod limits {
@@ -69,6 +70,8 @@ pub struct Service {
     cluster: Option<Cluster>,
     /// What `/metrics` reports beyond the run statistics.
     metrics: Arc<crate::metrics::Metrics>,
+    /// Secrets: sealing, listing, opening for runs.
+    vault: Arc<crate::secrets::Vault>,
 }
 
 /// Where a reload's catch-up starts.
@@ -105,6 +108,7 @@ pub struct ServiceParts {
     pub stats: Arc<RunStats>,
     pub cluster: Option<Cluster>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    pub vault: Arc<crate::secrets::Vault>,
 }
 
 impl Service {
@@ -122,6 +126,7 @@ impl Service {
             started_at: Utc::now(),
             cluster: p.cluster,
             metrics: p.metrics,
+            vault: p.vault,
         }
     }
 
@@ -437,6 +442,7 @@ impl Service {
             paused_until_ms: None,
             script_version: 1,
             script_note,
+            secrets: input.secrets.take().unwrap_or_default(),
             version: 1,
             created_at_ms: now,
             updated_at_ms: now,
@@ -622,6 +628,7 @@ pub fn meta_of(job: &Job) -> JobMeta {
         overlap: job.overlap,
         max_concurrent: job.max_concurrent,
         retry: job.retry,
+        secrets: job.secrets.clone(),
     }
 }
 
@@ -673,6 +680,7 @@ pub fn view_of(job: &Job, now: i64) -> JobView {
         paused_until: job.paused_until_ms.filter(|p| *p > now).map(ms_to_dt),
         script_version: job.script_version,
         script_note: job.script_note.clone(),
+        secrets: job.secrets.clone(),
         version: job.version,
     }
 }
@@ -752,6 +760,9 @@ fn merge(job: &mut Job, patch: JobInput) -> ServiceResult<()> {
     if let Some(v) = patch.memory_limit_mb {
         job.memory_limit_mb = v;
     }
+    if let Some(v) = patch.secrets {
+        job.secrets = v;
+    }
     Ok(())
 }
 
@@ -781,6 +792,7 @@ impl Backend for Service {
         };
         let script = input.script.take().unwrap_or_default();
         let mut job = self.new_job(id, exec_type, input)?;
+        secrets::check_grants(self, &mut job.secrets).await?;
         // Contract: execAt is checked at creation too, not only at start.
         let delay_ahead = job.exec_type == ExecType::Delay;
         validate(&job, Some(&script), start || delay_ahead)?;
@@ -812,7 +824,11 @@ impl Backend for Service {
         let mut job = old.clone();
         let delay_changed = patch.exec_at.is_some() || patch.exec_type == Some(ExecType::Delay);
         let note = patch.script_note.clone();
+        let grants_given = patch.secrets.is_some();
         merge(&mut job, patch)?;
+        if grants_given {
+            secrets::check_grants(self, &mut job.secrets).await?;
+        }
         if script.is_some() {
             job.script_version = old.script_version + 1;
             job.script_note = note.unwrap_or_default();
@@ -1101,13 +1117,23 @@ impl Backend for Service {
                 overlap: OverlapPolicy::Skip,
                 max_concurrent: 1,
                 retry: RetryPolicy::default(),
+                secrets: Vec::new(),
             },
         };
+        // A saved job's debug run gets its secrets (a draft without a job none).
+        let secrets = self
+            .vault
+            .for_run(&meta.id, &meta.secrets)
+            .await
+            .map_err(|e| ServiceError::Conflict(format!("{e:#}")))?;
+        let masker = secrets.masker;
+        let mut job = job_context(&meta, 0, Trigger::Manual, 1);
+        job.secrets = secrets.values;
         let started = Instant::now();
         let mut handle = self.pool.submit(RunRequest {
             script,
             limits: self.runner.limits_for(&meta),
-            job: job_context(&meta, 0, Trigger::Manual, 1),
+            job,
         });
         let canceller = handle.canceller();
         let (tx, rx) = mpsc::channel(256);
@@ -1118,14 +1144,14 @@ impl Backend for Service {
                     RunEvent::Console(l) => DebugEvent::Log {
                         seq: l.seq,
                         level: l.level.as_str().to_owned(),
-                        text: l.text,
+                        text: masker.mask(&l.text),
                         at: ms_to_dt(l.at_ms),
                     },
                     RunEvent::End(r) => DebugEvent::End {
                         outcome: r.outcome.as_str().to_owned(),
                         error: r.error.map(|e| ErrorView {
-                            message: e.message,
-                            stack: e.stack,
+                            message: masker.mask(&e.message),
+                            stack: e.stack.map(|s| masker.mask(&s)),
                         }),
                         duration_ms: match r.started_at {
                             Some(s) => system_ms(r.ended_at) - system_ms(s),
@@ -1219,6 +1245,26 @@ impl Backend for Service {
 
     async fn readiness(&self) -> web::Readiness {
         self.ops().readiness().await
+    }
+
+    async fn put_secret(&self, name: &str, value: String) -> ServiceResult<()> {
+        secrets::put(self, name, value).await
+    }
+
+    async fn list_secrets(&self) -> ServiceResult<Vec<SecretView>> {
+        secrets::list(self).await
+    }
+
+    async fn delete_secret(&self, name: &str) -> ServiceResult<()> {
+        secrets::delete(self, name).await
+    }
+
+    async fn kv_list(&self, job_id: &str) -> ServiceResult<Vec<KvEntryView>> {
+        secrets::kv_list(self, job_id).await
+    }
+
+    async fn kv_delete(&self, job_id: &str, key: &str) -> ServiceResult<()> {
+        secrets::kv_delete(self, job_id, key).await
     }
 
     async fn cluster(&self) -> ServiceResult<ClusterView> {

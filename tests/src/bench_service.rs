@@ -752,6 +752,7 @@ async fn populate(db: &Path, n: usize, script_bytes: usize, hour: i64) -> anyhow
         paused_until_ms: None,
         script_version: 1,
         script_note: String::new(),
+        secrets: Vec::new(),
         version: 1,
         created_at_ms: now,
         updated_at_ms: now,

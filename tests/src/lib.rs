@@ -331,6 +331,7 @@ pub fn job(name: &str) -> protocol::JobContext {
         scheduled_at_ms: 0,
         occurrence_id: String::new(),
         attempt: 1,
+        secrets: Default::default(),
     }
 }
 

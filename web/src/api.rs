@@ -50,6 +50,11 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("/api/job/resume", "post"),
     ("/api/job/backfill", "post"),
     ("/api/job/occurrences", "get"),
+    ("/api/secret", "put"),
+    ("/api/secret", "delete"),
+    ("/api/secrets", "get"),
+    ("/api/job/kv", "get"),
+    ("/api/job/kv", "delete"),
 ];
 
 pub fn routes() -> Router<AppState> {
@@ -76,6 +81,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/cluster", get(cluster))
         .route("/api/openapi.json", get(openapi_json))
         .merge(crate::occurrences::routes())
+        .merge(crate::secrets::routes())
 }
 
 /// The success envelope: `{"data": …}`.

@@ -141,4 +141,14 @@ pub trait Backend: Send + Sync + 'static {
     async fn metrics(&self) -> ServiceResult<String>;
     /// `GET /readyz`: whether this node can do its work now, check by check.
     async fn readiness(&self) -> Readiness;
+    /// Creates or replaces a secret.
+    async fn put_secret(&self, name: &str, value: String) -> ServiceResult<()>;
+    /// Every secret's name, times and grants; never a value.
+    async fn list_secrets(&self) -> ServiceResult<Vec<SecretView>>;
+    /// Deletes a secret; `Conflict` while a job is granted it.
+    async fn delete_secret(&self, name: &str) -> ServiceResult<()>;
+    /// A job's key-value entries, by key.
+    async fn kv_list(&self, job_id: &str) -> ServiceResult<Vec<KvEntryView>>;
+    /// Deletes one key of a job's key-value store; `NotFound` if absent.
+    async fn kv_delete(&self, job_id: &str, key: &str) -> ServiceResult<()>;
 }

@@ -205,6 +205,9 @@ pub struct JobInput {
     pub jitter_s: Option<u64>,
     /// A note kept with the script version this request saves.
     pub script_note: Option<String>,
+    /// Names of the secrets granted to the job (readable as `secrets.NAME`); each must
+    /// exist. Replaces the job's grants when given.
+    pub secrets: Option<Vec<String>>,
 }
 
 /// `0` stopped, `1` running (scheduled).
@@ -269,8 +272,36 @@ pub struct JobView {
     /// The current script version (1 at creation, +1 per save or rollback).
     pub script_version: u64,
     pub script_note: String,
+    /// Names of the secrets granted to the job (never their values).
+    pub secrets: Vec<String>,
     /// Bumped by every change; used by cluster nodes to discard stale updates.
     pub version: u64,
+}
+
+/// Body of `PUT /api/secret`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub struct SecretInput {
+    /// The value, at most 64 KiB. Stored encrypted; never returned by the API.
+    pub value: Option<String>,
+}
+
+/// A secret as the API shows it: never its value.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretView {
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// Ids of the jobs it is granted to.
+    pub jobs: Vec<String>,
+}
+
+/// One entry of a job's key-value store.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct KvEntryView {
+    pub key: String,
+    #[schema(value_type = Object)]
+    pub value: serde_json::Value,
 }
 
 /// Sort keys of `GET /api/jobs`.

@@ -24,6 +24,7 @@ mod extract;
 mod occurrences;
 pub mod openapi;
 mod ops;
+mod secrets;
 mod ui;
 
 pub use api::ROUTES;

@@ -16,6 +16,7 @@ use crate::dto::*;
 use crate::error::ErrorBody;
 use crate::occurrences;
 use crate::ops;
+use crate::secrets;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -56,6 +57,11 @@ use crate::ops;
         occurrences::occurrences,
         ops::metrics,
         ops::readyz,
+        secrets::put_secret,
+        secrets::list_secrets,
+        secrets::delete_secret,
+        secrets::kv_list,
+        secrets::kv_delete,
     ),
     components(schemas(
         ErrorBody,
@@ -82,6 +88,9 @@ use crate::ops;
         ops::Readiness,
         ops::ReadinessCheck,
         ops::ReadinessData,
+        SecretInput,
+        SecretView,
+        KvEntryView,
     )),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
@@ -90,6 +99,7 @@ use crate::ops;
         (name = "scripts", description = "Job scripts and the debug socket"),
         (name = "runs", description = "Run history"),
         (name = "service", description = "Health, readiness, metrics and this document"),
+        (name = "secrets", description = "Secrets granted to jobs (values never returned)"),
     )
 )]
 struct ApiDoc;

@@ -20,6 +20,8 @@ struct Sup {
     next_run: u64,
     /// Frames read while waiting for something else, by run.
     stash: Vec<WorkerMessage>,
+    /// The answers to `kv.*` calls: a plain map; a value over 100 bytes is refused.
+    kv: std::collections::HashMap<String, String>,
 }
 
 impl Sup {
@@ -34,6 +36,7 @@ impl Sup {
             w,
             next_run: 1,
             stash: Vec::new(),
+            kv: Default::default(),
         };
         match sup.recv().await {
             WorkerMessage::Hello {
@@ -88,6 +91,7 @@ impl Sup {
                 scheduled_at_ms: 1_700_000_000_000,
                 occurrence_id: "job-1@1700000000000".into(),
                 attempt: 2,
+                secrets: protocol::SecretValues(vec![("API_TOKEN".into(), "tok-123".into())]),
             },
         }))
         .await;
@@ -141,6 +145,31 @@ impl Sup {
                         run_id,
                         call_id,
                         result,
+                    })
+                    .await;
+                }
+                WorkerMessage::HostCall {
+                    call_id,
+                    call: HostCall::Kv(kv),
+                    ..
+                } => {
+                    let result = match kv {
+                        protocol::KvCall::Get { key } => Ok(self.kv.get(&key).cloned()),
+                        protocol::KvCall::Set { value_json, .. } if value_json.len() > 100 => {
+                            Err("the value is too large".to_owned())
+                        }
+                        protocol::KvCall::Set { key, value_json } => {
+                            self.kv.insert(key, value_json);
+                            Ok(None)
+                        }
+                        protocol::KvCall::Delete { key } => {
+                            Ok(self.kv.remove(&key).map(|_| "true".to_owned()))
+                        }
+                    };
+                    self.send(&SupervisorMessage::HostReply {
+                        run_id,
+                        call_id,
+                        result: result.map(HostResponse::Kv),
                     })
                     .await;
                 }
@@ -316,6 +345,55 @@ fn intervals_run_until_cleared() {
         .await;
         assert_eq!(done.outcome(), Outcome::Succeeded);
         assert_eq!(done.texts(), ["tick 1", "tick 2", "tick 3"]);
+    });
+}
+
+#[test]
+fn secrets_global_is_frozen_and_holds_the_grants() {
+    local(async {
+        let done = run_alone(
+            r#"
+            console.log(Object.keys(secrets).join(","), secrets.API_TOKEN.length);
+            try { secrets.API_TOKEN = "x"; } catch (e) { console.log(e.name); }
+            console.log(Object.isFrozen(secrets), secrets.API_TOKEN.length);
+        "#,
+            limits(),
+        )
+        .await;
+        assert_eq!(done.outcome(), Outcome::Succeeded, "{:?}", done.end());
+        assert_eq!(done.texts(), ["API_TOKEN 7", "TypeError", "true 7"]);
+    });
+}
+
+#[test]
+fn kv_calls_go_through_the_supervisor() {
+    local(async {
+        let done = run_alone(
+            r#"
+            console.log(await kv.get("n"));
+            await kv.set("n", { count: 1, list: [1, "a"] });
+            const v = await kv.get("n");
+            console.log(v.count, v.list[1]);
+            console.log(await kv.delete("n"), await kv.delete("n"));
+            try { await kv.set("big", "x".repeat(200)); } catch (e) { console.log(String(e)); }
+            try { await kv.set("f", undefined); } catch (e) { console.log(e.name); }
+            try { await kv.get(42); } catch (e) { console.log(e.name); }
+        "#,
+            limits(),
+        )
+        .await;
+        assert_eq!(done.outcome(), Outcome::Succeeded, "{:?}", done.end());
+        assert_eq!(
+            done.texts(),
+            [
+                "undefined",
+                "1 a",
+                "true false",
+                "Error: kv: the value is too large",
+                "TypeError",
+                "TypeError"
+            ]
+        );
     });
 }
 

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 
 use super::{Histogram, HistogramSnapshot, STORE_BUCKETS_S};
 use crate::job::{Job, RunRecord, ScriptVersion};
-use crate::store::{JobListQuery, RunListQuery, Store, StoreResult};
+use crate::store::{JobListQuery, KvCaps, KvSet, RunListQuery, SecretMeta, Store, StoreResult};
 
 /// The store calls that are timed, in the order they are reported.
 pub const OPS: &[&str] = &[
@@ -161,6 +161,44 @@ impl Store for TimedStore {
 
     async fn note_duplicate(&self, job_id: &str, scheduled_ms: i64) -> StoreResult<bool> {
         timed!(self, note_duplicate(job_id, scheduled_ms))
+    }
+
+    async fn put_secret(&self, name: &str, sealed: &[u8], now_ms: i64) -> StoreResult<()> {
+        timed!(self, put_secret(name, sealed, now_ms))
+    }
+
+    async fn list_secrets(&self) -> StoreResult<Vec<SecretMeta>> {
+        timed!(self, list_secrets())
+    }
+
+    async fn sealed_secrets(&self, names: &[String]) -> StoreResult<Vec<(String, Vec<u8>)>> {
+        timed!(self, sealed_secrets(names))
+    }
+
+    async fn delete_secret(&self, name: &str) -> StoreResult<bool> {
+        timed!(self, delete_secret(name))
+    }
+
+    async fn kv_get(&self, job_id: &str, key: &str) -> StoreResult<Option<String>> {
+        timed!(self, kv_get(job_id, key))
+    }
+
+    async fn kv_set(
+        &self,
+        job_id: &str,
+        key: &str,
+        value_json: &str,
+        caps: KvCaps,
+    ) -> StoreResult<KvSet> {
+        timed!(self, kv_set(job_id, key, value_json, caps))
+    }
+
+    async fn kv_delete(&self, job_id: &str, key: &str) -> StoreResult<bool> {
+        timed!(self, kv_delete(job_id, key))
+    }
+
+    async fn kv_list(&self, job_id: &str) -> StoreResult<Vec<(String, String)>> {
+        timed!(self, kv_list(job_id))
     }
 
     async fn recent_runs(&self, since_ms: i64, limit: u64) -> StoreResult<Vec<RunRecord>> {

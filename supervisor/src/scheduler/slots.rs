@@ -137,6 +137,7 @@ mod tests {
                 overlap,
                 max_concurrent: max,
                 retry: RetryPolicy::default(),
+                secrets: Vec::new(),
             }),
             scheduled_ms: t,
             trigger: Trigger::Schedule,

@@ -15,6 +15,8 @@
 //! agree across backends), and explicit timestamps (never the clock). This module
 //! must not know any backend.
 
+mod secrets_kv;
+
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -25,6 +27,8 @@ use crate::job::{
     ExecType, Job, LastRun, LogLine, MisfirePolicy, OverlapPolicy, RetryPolicy, RunRecord,
     ScriptVersion, Trigger, outcome,
 };
+
+pub use secrets_kv::*;
 
 /// A fresh, empty store for one check, and whatever must live as long as it (a temp
 /// directory, a database schema to drop).
@@ -70,6 +74,10 @@ macro_rules! store_conformance_tests {
             check_duplicates_survive_upsert,
             check_note_duplicate,
             check_list_runs_since,
+            check_secrets_round_trip,
+            check_grants_round_trip,
+            check_kv_round_trip,
+            check_kv_caps,
         );
     };
     (@each $make:expr; $($check:ident),* $(,)?) => {
@@ -111,6 +119,7 @@ pub fn sample_job(id: &str) -> Job {
         paused_until_ms: None,
         script_version: 1,
         script_note: String::new(),
+        secrets: Vec::new(),
         version: 1,
         created_at_ms: T0,
         updated_at_ms: T0,
@@ -206,6 +215,7 @@ pub async fn check_round_trip_every_field(store: &Arc<dyn Store>) {
         paused_until_ms: None,
         script_version: 1,
         script_note: String::new(),
+        secrets: Vec::new(),
         version: 7,
         created_at_ms: T0 - 5,
         updated_at_ms: T0 + 5,
@@ -302,6 +312,7 @@ pub async fn check_update(store: &Arc<dyn Store>) {
         // A new script is a new version; the caller numbers it.
         script_version: 2,
         script_note: "v2".to_owned(),
+        secrets: Vec::new(),
         version: 2,
         updated_at_ms: T0 + 1_000,
         // Neither of these may be taken from an update.
@@ -1502,6 +1513,7 @@ pub async fn check_policies_round_trip(store: &Arc<dyn Store>) {
                 paused_until_ms: (!n.is_multiple_of(3)).then_some(T0 + i64::from(n)),
                 script_version: 1,
                 script_note: format!("note {n} — ünïcødé"),
+                secrets: Vec::new(),
                 ..sample_job(&format!("pol-{n:02}"))
             });
         }
@@ -1551,6 +1563,7 @@ pub async fn check_policies_round_trip(store: &Arc<dyn Store>) {
         version: changed.version + 1,
         script_version: 2,
         script_note: String::new(),
+        secrets: Vec::new(),
         ..changed.clone()
     };
     store
@@ -1567,6 +1580,7 @@ pub async fn check_script_versions(store: &Arc<dyn Store>) {
     let store = &**store;
     let v1 = Job {
         script_note: "first".to_owned(),
+        secrets: Vec::new(),
         ..sample_job("sv")
     };
     create(store, &v1, "one()").await;
@@ -1587,6 +1601,7 @@ pub async fn check_script_versions(store: &Arc<dyn Store>) {
     let v2 = Job {
         script_version: 2,
         script_note: "second: ünïcødé".to_owned(),
+        secrets: Vec::new(),
         version: 2,
         updated_at_ms: T0 + 1_000,
         ..v1.clone()
@@ -1708,6 +1723,7 @@ pub async fn check_duplicate_script_version_refused(store: &Arc<dyn Store>) {
     let v2 = Job {
         script_version: 2,
         script_note: "two".to_owned(),
+        secrets: Vec::new(),
         version: 2,
         updated_at_ms: T0 + 1,
         ..v1.clone()
@@ -1720,6 +1736,7 @@ pub async fn check_duplicate_script_version_refused(store: &Arc<dyn Store>) {
     let again = Job {
         name: "lost".to_owned(),
         script_note: "two again".to_owned(),
+        secrets: Vec::new(),
         version: 3,
         updated_at_ms: T0 + 2,
         ..v2.clone()

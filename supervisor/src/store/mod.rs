@@ -63,6 +63,64 @@ pub struct JobListQuery {
     pub limit: Option<u64>,
 }
 
+/// A secret without its value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretMeta {
+    pub name: String,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+/// Limits of one job's key-value store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvCaps {
+    pub max_keys: u64,
+    /// Bytes of keys plus values.
+    pub max_total_bytes: u64,
+}
+
+impl Default for KvCaps {
+    fn default() -> Self {
+        KvCaps {
+            max_keys: 1000,
+            max_total_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// What [`Store::kv_set`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KvSet {
+    Stored,
+    /// A new key would exceed `max_keys`; nothing changed.
+    TooManyKeys,
+    /// The job's keys and values would exceed `max_total_bytes`; nothing changed.
+    TooLarge,
+}
+
+/// Grants as one column: names joined by commas (a name never holds one).
+pub fn join_grants(names: &[String]) -> String {
+    names.join(",")
+}
+
+/// The inverse of [`join_grants`]; refuses what a valid name cannot be.
+pub fn split_grants(text: &str) -> anyhow::Result<Vec<String>> {
+    if text.is_empty() {
+        return Ok(Vec::new());
+    }
+    text.split(',')
+        .map(|n| {
+            if crate::secrets::valid_name(n) {
+                Ok(n.to_owned())
+            } else {
+                Err(anyhow::anyhow!(
+                    "stored secret grant {n:?} is not a valid name"
+                ))
+            }
+        })
+        .collect()
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct RunListQuery {
     pub outcome: Option<String>,
@@ -171,6 +229,39 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes all but the newest `keep_per_job` runs of each job, and every run
     /// scheduled before `older_than_ms`. Returns how many were deleted.
     async fn prune_runs(&self, keep_per_job: u32, older_than_ms: i64) -> StoreResult<u64>;
+
+    /// Creates or replaces the secret `name` with its sealed (encrypted) value; a
+    /// replaced secret keeps its `created_at_ms`.
+    async fn put_secret(&self, name: &str, sealed: &[u8], now_ms: i64) -> StoreResult<()>;
+
+    /// Every secret's name and times, by name, never a value.
+    async fn list_secrets(&self) -> StoreResult<Vec<SecretMeta>>;
+
+    /// The sealed values of the named secrets that exist, by name.
+    async fn sealed_secrets(&self, names: &[String]) -> StoreResult<Vec<(String, Vec<u8>)>>;
+
+    /// Deletes the secret. `Ok(false)` if it did not exist. Grants are not touched (the
+    /// service refuses to delete a granted secret).
+    async fn delete_secret(&self, name: &str) -> StoreResult<bool>;
+
+    /// The job's value under `key` (JSON text).
+    async fn kv_get(&self, job_id: &str, key: &str) -> StoreResult<Option<String>>;
+
+    /// Stores `value_json` under `key` unless that would break `caps`; checked and
+    /// written in one transaction. `NotFound` if the job does not exist.
+    async fn kv_set(
+        &self,
+        job_id: &str,
+        key: &str,
+        value_json: &str,
+        caps: KvCaps,
+    ) -> StoreResult<KvSet>;
+
+    /// Deletes `key`. `Ok(false)` if it was not there.
+    async fn kv_delete(&self, job_id: &str, key: &str) -> StoreResult<bool>;
+
+    /// Every key of the job and its value, by key.
+    async fn kv_list(&self, job_id: &str) -> StoreResult<Vec<(String, String)>>;
 
     /// Stop accepting writes, finish the ones in flight, close.
     async fn close(&self);

@@ -48,6 +48,7 @@
 //! any collection but its cluster's.
 
 mod docs;
+mod extras;
 
 #[cfg(test)]
 mod tests;
@@ -115,6 +116,10 @@ pub struct MongoStore {
     /// Every saved version of every job's script; `(job_id, version)` unique.
     versions: Collection<Document>,
     runs: Collection<Document>,
+    /// Secrets (`_id` = name, sealed value) and per-job kv entries (issue 7; additive,
+    /// so the schema version stays 2: old documents read as no grants).
+    secrets: Collection<Document>,
+    kv: Collection<Document>,
     /// Set by `close`; every call checks it first.
     closed: AtomicBool,
     /// One permit per call in flight, so `close` can wait for them.
@@ -190,6 +195,8 @@ impl MongoStore {
             scripts: coll("scripts"),
             versions: coll("script_versions"),
             runs: coll("runs"),
+            secrets: coll("secrets"),
+            kv: coll("kv"),
             client: client.clone(),
             closed: AtomicBool::new(false),
             in_flight: Semaphore::new(MAX_IN_FLIGHT as usize),
@@ -254,6 +261,10 @@ impl MongoStore {
             ])
             .await
             .context("index runs")?;
+        self.kv
+            .create_indexes([index(doc! { "job_id": 1, "key": 1 }, "by_job_key")])
+            .await
+            .context("index kv")?;
         Ok(())
     }
 
@@ -939,6 +950,10 @@ impl Store for MongoStore {
             .delete_many(doc! { "job_id": id })
             .await
             .ctx("delete runs of job")?;
+        self.kv
+            .delete_many(doc! { "job_id": id })
+            .await
+            .ctx("delete kv of job")?;
         Ok(deleted > 0)
     }
 
@@ -1274,6 +1289,44 @@ impl Store for MongoStore {
             after = Some(last);
         }
         Ok(total)
+    }
+
+    async fn put_secret(&self, name: &str, sealed: &[u8], now_ms: i64) -> StoreResult<()> {
+        self.x_put_secret(name, sealed, now_ms).await
+    }
+
+    async fn list_secrets(&self) -> StoreResult<Vec<super::SecretMeta>> {
+        self.x_list_secrets().await
+    }
+
+    async fn sealed_secrets(&self, names: &[String]) -> StoreResult<Vec<(String, Vec<u8>)>> {
+        self.x_sealed_secrets(names).await
+    }
+
+    async fn delete_secret(&self, name: &str) -> StoreResult<bool> {
+        self.x_delete_secret(name).await
+    }
+
+    async fn kv_get(&self, job_id: &str, key: &str) -> StoreResult<Option<String>> {
+        self.x_kv_get(job_id, key).await
+    }
+
+    async fn kv_set(
+        &self,
+        job_id: &str,
+        key: &str,
+        value_json: &str,
+        caps: super::KvCaps,
+    ) -> StoreResult<super::KvSet> {
+        self.x_kv_set(job_id, key, value_json, caps).await
+    }
+
+    async fn kv_delete(&self, job_id: &str, key: &str) -> StoreResult<bool> {
+        self.x_kv_delete(job_id, key).await
+    }
+
+    async fn kv_list(&self, job_id: &str) -> StoreResult<Vec<(String, String)>> {
+        self.x_kv_list(job_id).await
     }
 
     async fn close(&self) {

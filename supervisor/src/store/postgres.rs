@@ -23,6 +23,7 @@
 //! This module must not validate or schedule jobs (the service does), and must not touch
 //! any schema but its cluster's.
 
+mod extras;
 mod rows;
 mod schema;
 mod writer;
@@ -661,14 +662,15 @@ impl Store for PostgresStore {
                    misfire_window_s = $13, version = $14, updated_at_ms = $15, \
                    max_concurrent = $16, max_catch_up = $17, retry_max_retries = $18, \
                    retry_backoff_ms = $19, retry_max_backoff_ms = $20, jitter_s = $21, \
-                   paused_until_ms = $22, script_version = $23, script_note = $24 \
-                   WHERE id = $1 AND version = $25 RETURNING id), \
+                   paused_until_ms = $22, script_version = $23, script_note = $24, \
+                   secrets = $25 \
+                   WHERE id = $1 AND version = $26 RETURNING id), \
                  s AS (INSERT INTO {s}.scripts (job_id, source) \
-                   SELECT id, $26::text FROM u WHERE $26::text IS NOT NULL \
+                   SELECT id, $27::text FROM u WHERE $27::text IS NOT NULL \
                    ON CONFLICT (job_id) DO UPDATE SET source = excluded.source), \
                  v AS (INSERT INTO {s}.script_versions \
                    (job_id, version, source, note, created_at_ms) \
-                   SELECT id, $23, $26::text, $24, $15 FROM u WHERE $26::text IS NOT NULL) \
+                   SELECT id, $23, $27::text, $24, $15 FROM u WHERE $27::text IS NOT NULL) \
                  SELECT count(*) FROM u",
             ))
             .await
@@ -1055,6 +1057,44 @@ impl Store for PostgresStore {
             }
         }
         Ok(total)
+    }
+
+    async fn put_secret(&self, name: &str, sealed: &[u8], now_ms: i64) -> StoreResult<()> {
+        self.x_put_secret(name, sealed, now_ms).await
+    }
+
+    async fn list_secrets(&self) -> StoreResult<Vec<super::SecretMeta>> {
+        self.x_list_secrets().await
+    }
+
+    async fn sealed_secrets(&self, names: &[String]) -> StoreResult<Vec<(String, Vec<u8>)>> {
+        self.x_sealed_secrets(names).await
+    }
+
+    async fn delete_secret(&self, name: &str) -> StoreResult<bool> {
+        self.x_delete_secret(name).await
+    }
+
+    async fn kv_get(&self, job_id: &str, key: &str) -> StoreResult<Option<String>> {
+        self.x_kv_get(job_id, key).await
+    }
+
+    async fn kv_set(
+        &self,
+        job_id: &str,
+        key: &str,
+        value_json: &str,
+        caps: super::KvCaps,
+    ) -> StoreResult<super::KvSet> {
+        self.x_kv_set(job_id, key, value_json, caps).await
+    }
+
+    async fn kv_delete(&self, job_id: &str, key: &str) -> StoreResult<bool> {
+        self.x_kv_delete(job_id, key).await
+    }
+
+    async fn kv_list(&self, job_id: &str) -> StoreResult<Vec<(String, String)>> {
+        self.x_kv_list(job_id).await
     }
 
     async fn close(&self) {

@@ -26,6 +26,7 @@
 //! outside the writer thread may write to the database.
 
 mod checkpoint;
+mod extras;
 mod rows;
 mod schema;
 mod writer;
@@ -614,6 +615,44 @@ impl Store for SqliteStore {
             }
         }
         Ok(total)
+    }
+
+    async fn put_secret(&self, name: &str, sealed: &[u8], now_ms: i64) -> StoreResult<()> {
+        self.x_put_secret(name, sealed, now_ms).await
+    }
+
+    async fn list_secrets(&self) -> StoreResult<Vec<super::SecretMeta>> {
+        self.x_list_secrets().await
+    }
+
+    async fn sealed_secrets(&self, names: &[String]) -> StoreResult<Vec<(String, Vec<u8>)>> {
+        self.x_sealed_secrets(names).await
+    }
+
+    async fn delete_secret(&self, name: &str) -> StoreResult<bool> {
+        self.x_delete_secret(name).await
+    }
+
+    async fn kv_get(&self, job_id: &str, key: &str) -> StoreResult<Option<String>> {
+        self.x_kv_get(job_id, key).await
+    }
+
+    async fn kv_set(
+        &self,
+        job_id: &str,
+        key: &str,
+        value_json: &str,
+        caps: super::KvCaps,
+    ) -> StoreResult<super::KvSet> {
+        self.x_kv_set(job_id, key, value_json, caps).await
+    }
+
+    async fn kv_delete(&self, job_id: &str, key: &str) -> StoreResult<bool> {
+        self.x_kv_delete(job_id, key).await
+    }
+
+    async fn kv_list(&self, job_id: &str) -> StoreResult<Vec<(String, String)>> {
+        self.x_kv_list(job_id).await
     }
 
     async fn close(&self) {

@@ -13,3 +13,4 @@ mod plugins;
 mod policies;
 mod policies_cluster;
 mod pool;
+mod secrets;

@@ -89,6 +89,7 @@ impl Fake {
             paused_until: None,
             script_version: 1,
             script_note: String::new(),
+            secrets: Vec::new(),
             version: 1,
         }
     }
@@ -473,6 +474,26 @@ impl Backend for Fake {
             runs_queued: 0,
             started_at: Utc::now(),
         })
+    }
+
+    async fn put_secret(&self, _name: &str, _value: String) -> ServiceResult<()> {
+        Ok(())
+    }
+
+    async fn list_secrets(&self) -> ServiceResult<Vec<SecretView>> {
+        Ok(Vec::new())
+    }
+
+    async fn delete_secret(&self, name: &str) -> ServiceResult<()> {
+        Err(ServiceError::NotFound(format!("no secret named {name}")))
+    }
+
+    async fn kv_list(&self, _job_id: &str) -> ServiceResult<Vec<KvEntryView>> {
+        Ok(Vec::new())
+    }
+
+    async fn kv_delete(&self, _job_id: &str, key: &str) -> ServiceResult<()> {
+        Err(ServiceError::NotFound(format!("no key {key}")))
     }
 
     async fn cluster(&self) -> ServiceResult<ClusterView> {

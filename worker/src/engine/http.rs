@@ -36,6 +36,12 @@ pub(crate) enum PendingCall<'js> {
         reject: Function<'js>,
         url: String,
     },
+    /// A `kv.*` promise (see [`super::kv`]).
+    Kv {
+        resolve: Function<'js>,
+        reject: Function<'js>,
+        op: super::kv::KvOp,
+    },
 }
 
 pub(crate) fn init<'js>(ctx: &Ctx<'js>, globals: &Object<'js>) -> rquickjs::Result<()> {
@@ -254,6 +260,46 @@ pub(crate) fn deliver<'js>(
         }
         (PendingCall::Fetch { reject, .. }, Err(message)) => {
             reject.call::<_, ()>((type_error(ctx, &format!("fetch failed: {message}"))?,))?;
+        }
+        (
+            PendingCall::Kv {
+                resolve,
+                reject,
+                op,
+            },
+            Ok(HostResponse::Kv(v)),
+        ) => {
+            super::kv::settle(ctx, resolve, reject, op, Ok(v))?;
+        }
+        (
+            PendingCall::Kv {
+                resolve,
+                reject,
+                op,
+            },
+            Err(message),
+        ) => {
+            super::kv::settle(ctx, resolve, reject, op, Err(message))?;
+        }
+        (
+            PendingCall::Kv {
+                resolve,
+                reject,
+                op,
+            },
+            Ok(HostResponse::Http(_)),
+        ) => {
+            let wrong = Err("the supervisor answered with the wrong kind of reply".to_owned());
+            super::kv::settle(ctx, resolve, reject, op, wrong)?;
+        }
+        (PendingCall::HttpGet { err, .. }, Ok(HostResponse::Kv(_))) => {
+            if let Some(err) = err {
+                let e = Exception::from_message(ctx.clone(), "wrong kind of host reply")?;
+                err.call::<_, ()>((e,))?;
+            }
+        }
+        (PendingCall::Fetch { reject, .. }, Ok(HostResponse::Kv(_))) => {
+            reject.call::<_, ()>((type_error(ctx, "fetch failed: wrong kind of host reply")?,))?;
         }
     }
     Ok(())

@@ -8,6 +8,8 @@
 //!   `http`.
 //! - [`plugins`]: `require(name)` of a native plugin, sync and async calls.
 //! - [`job`]: the read-only global `job`.
+//! - [`secrets`]: the read-only global `secrets` (the job's granted secrets).
+//! - [`kv`]: the global `kv`, the job's key-value store, brokered like `http`.
 //! - [`errors`]: turning thrown values into [`protocol::ScriptError`]s.
 //!
 //! Per-run state that holds JS values lives in the runtime's userdata ([`RunCx`]), never
@@ -22,8 +24,10 @@ pub(crate) mod errors;
 pub(crate) mod http;
 pub(crate) mod inspect;
 pub(crate) mod job;
+pub(crate) mod kv;
 pub(crate) mod modules;
 pub(crate) mod plugins;
+pub(crate) mod secrets;
 pub(crate) mod timers;
 
 use std::cell::{Cell, RefCell};
@@ -271,5 +275,7 @@ pub(crate) fn install<'js>(
     http::init(ctx, &globals)?;
     modules::init(ctx, &globals)?;
     job::init(ctx, &globals, job)?;
+    secrets::init(ctx, &globals, &job.secrets)?;
+    kv::init(ctx, &globals)?;
     Ok(())
 }

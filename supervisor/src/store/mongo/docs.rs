@@ -78,6 +78,7 @@ pub(super) fn job_update_fields(job: &Job) -> anyhow::Result<Document> {
         "paused_until_ms": opt_i64(job.paused_until_ms),
         "script_version": to_i64(job.script_version, "script_version")?,
         "script_note": &job.script_note,
+        "secrets": crate::store::join_grants(&job.secrets),
     })
 }
 
@@ -263,6 +264,7 @@ fn read_job_fields(d: &Document, id: &str) -> anyhow::Result<Job> {
         paused_until_ms: opt_int(d, "paused_until_ms")?,
         script_version: to_u64(int_since_v2(d, "script_version", 1)?, "script_version")?,
         script_note: string_since_v2(d, "script_note")?,
+        secrets: crate::store::split_grants(&string_since_v2(d, "secrets")?)?,
         version: to_u64(int(d, "version")?, "version")?,
         created_at_ms: int(d, "created_at_ms")?,
         updated_at_ms: int(d, "updated_at_ms")?,

@@ -250,6 +250,7 @@ fn jobs_and_runs_round_trip_through_documents() {
         paused_until_ms: Some(-1),
         script_version: 12,
         script_note: "$note".to_owned(),
+        secrets: Vec::new(),
         version: 7,
         last: LastRun {
             scheduled_at_ms: Some(1),
@@ -307,6 +308,7 @@ fn documents_from_before_version_2_read_as_defaults() {
         "paused_until_ms",
         "script_version",
         "script_note",
+        "secrets",
     ] {
         assert!(d.remove(key).is_some(), "{key}");
     }

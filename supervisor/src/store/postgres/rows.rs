@@ -21,7 +21,7 @@ pub(super) const JOB_COLUMNS: &str = "id, name, description, exec_type, cron, ex
      timezone, enabled, time_limit_ms, memory_limit_mb, overlap, misfire, misfire_window_s, \
      version, created_at_ms, updated_at_ms, last_scheduled_ms, last_started_ms, last_outcome, \
      max_concurrent, max_catch_up, retry_max_retries, retry_backoff_ms, retry_max_backoff_ms, \
-     jitter_s, paused_until_ms, script_version, script_note";
+     jitter_s, paused_until_ms, script_version, script_note, secrets";
 
 /// Columns of `runs` but the log, in the order [`read_run`] expects.
 pub(super) const RUN_COLUMNS: &str = "run_id, job_id, trigger_kind, scheduled_at_ms, \
@@ -90,6 +90,8 @@ pub(super) struct JobParams<'a> {
     pub(super) retry_max_backoff_ms: i64,
     pub(super) jitter_s: i64,
     pub(super) script_version: i64,
+    /// The granted secrets' names, comma-joined.
+    pub(super) grants: String,
 }
 
 impl<'a> JobParams<'a> {
@@ -119,11 +121,12 @@ impl<'a> JobParams<'a> {
             retry_max_backoff_ms: to_i64(job.retry.max_backoff_ms, "retry max_backoff_ms")?,
             jitter_s: i64::from(job.jitter_s),
             script_version: to_i64(job.script_version, "script_version")?,
+            grants: crate::store::join_grants(&job.secrets),
         })
     }
 
-    /// All 28 columns, for an insert.
-    pub(super) fn all(&self) -> [&(dyn ToSql + Sync); 28] {
+    /// All 29 columns, for an insert.
+    pub(super) fn all(&self) -> [&(dyn ToSql + Sync); 29] {
         let j = self.job;
         [
             &j.id,
@@ -154,12 +157,14 @@ impl<'a> JobParams<'a> {
             &j.paused_until_ms,
             &self.script_version,
             &j.script_note,
+            &self.grants,
         ]
     }
 
     /// The columns an update replaces (`$1` id to `$15` updated_at_ms, then `$16`
-    /// max_concurrent to `$24` script_note; see [`super::PostgresStore::update_job`]).
-    pub(super) fn for_update(&self) -> [&(dyn ToSql + Sync); 24] {
+    /// max_concurrent to `$24` script_note, `$25` secrets; see
+    /// [`super::PostgresStore::update_job`]).
+    pub(super) fn for_update(&self) -> [&(dyn ToSql + Sync); 25] {
         let j = self.job;
         [
             &j.id,
@@ -186,6 +191,7 @@ impl<'a> JobParams<'a> {
             &j.paused_until_ms,
             &self.script_version,
             &j.script_note,
+            &self.grants,
         ]
     }
 }
@@ -234,6 +240,7 @@ fn read_job_fields(row: &Row, id: &str) -> anyhow::Result<Job> {
         paused_until_ms: row.try_get(25)?,
         script_version: to_u64(row.try_get(26)?, "script_version")?,
         script_note: row.try_get(27)?,
+        secrets: crate::store::split_grants(&row.try_get::<_, String>(28)?)?,
         version: to_u64(row.try_get(13)?, "version")?,
         created_at_ms: row.try_get(14)?,
         updated_at_ms: row.try_get(15)?,

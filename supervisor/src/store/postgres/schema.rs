@@ -18,6 +18,7 @@ use tokio_postgres::Client;
 pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_initial.sql"),
     include_str!("migrations/0002_policies.sql"),
+    include_str!("migrations/0003_secrets_kv.sql"),
 ];
 
 /// The schema version this build writes.

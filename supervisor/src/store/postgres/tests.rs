@@ -59,6 +59,10 @@ macro_rules! skippable_conformance_tests {
             check_duplicates_survive_upsert,
             check_note_duplicate,
             check_list_runs_since,
+            check_secrets_round_trip,
+            check_grants_round_trip,
+            check_kv_round_trip,
+            check_kv_caps,
         );
     };
     (@each $make:expr; $($check:ident),* $(,)?) => {

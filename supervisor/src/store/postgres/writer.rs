@@ -193,17 +193,18 @@ impl Inner {
     pub(super) async fn create_one(&self, job: &Job, script: &str) -> StoreResult<()> {
         let params = JobParams::new(job).ctx("create job")?;
         let client = self.client().await?;
-        // $15 created_at_ms, $27 script_version, $28 script_note, $29 the script.
+        // $15 created_at_ms, $27 script_version, $28 script_note, $29 secrets, $30 the
+        // script.
         let stmt = client
             .prepare_cached(&self.sql(&format!(
                 "WITH j AS (INSERT INTO {{s}}.jobs ({JOB_COLUMNS}) VALUES \
                  ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-                 $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28) \
+                 $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29) \
                  ON CONFLICT (id) DO NOTHING RETURNING id), \
                  v AS (INSERT INTO {{s}}.script_versions \
                    (job_id, version, source, note, created_at_ms) \
-                   SELECT id, $27, $29, $28, $15 FROM j) \
-                 INSERT INTO {{s}}.scripts (job_id, source) SELECT id, $29 FROM j"
+                   SELECT id, $27, $30, $28, $15 FROM j) \
+                 INSERT INTO {{s}}.scripts (job_id, source) SELECT id, $30 FROM j"
             )))
             .await
             .ctx("prepare insert job")?;
@@ -238,15 +239,15 @@ impl Inner {
                      $10::bigint[], $11::text[], $12::text[], $13::bigint[], $14::bigint[], \
                      $15::bigint[], $16::bigint[], $17::bigint[], $18::bigint[], $19::text[], \
                      $20::bigint[], $21::bigint[], $22::bigint[], $23::bigint[], $24::bigint[], \
-                     $25::bigint[], $26::bigint[], $27::bigint[], $28::text[]) \
+                     $25::bigint[], $26::bigint[], $27::bigint[], $28::text[], $29::text[]) \
                    ON CONFLICT (id) DO NOTHING RETURNING id), \
                  s AS (INSERT INTO {{s}}.scripts (job_id, source) \
-                   SELECT u.id, u.source FROM UNNEST($1::text[], $29::text[]) AS u(id, source) \
+                   SELECT u.id, u.source FROM UNNEST($1::text[], $30::text[]) AS u(id, source) \
                    JOIN j ON j.id = u.id), \
                  v AS (INSERT INTO {{s}}.script_versions \
                    (job_id, version, source, note, created_at_ms) \
                    SELECT u.id, u.version, u.source, u.note, u.created \
-                   FROM UNNEST($1::text[], $27::bigint[], $29::text[], $28::text[], \
+                   FROM UNNEST($1::text[], $27::bigint[], $30::text[], $28::text[], \
                      $15::bigint[]) AS u(id, version, source, note, created) \
                    JOIN j ON j.id = u.id) \
                  SELECT id FROM j"
@@ -295,6 +296,7 @@ struct JobColumns<'a> {
     paused_until_ms: Vec<Option<i64>>,
     script_version: Vec<i64>,
     script_note: Vec<&'a str>,
+    secrets: Vec<String>,
     script: Vec<&'a str>,
 }
 
@@ -329,11 +331,12 @@ impl<'a> JobColumns<'a> {
         self.paused_until_ms.push(job.paused_until_ms);
         self.script_version.push(p.script_version);
         self.script_note.push(&job.script_note);
+        self.secrets.push(p.grants);
         self.script.push(script);
         Ok(())
     }
 
-    fn params(&self) -> [&(dyn ToSql + Sync); 29] {
+    fn params(&self) -> [&(dyn ToSql + Sync); 30] {
         [
             &self.id,
             &self.name,
@@ -363,6 +366,7 @@ impl<'a> JobColumns<'a> {
             &self.paused_until_ms,
             &self.script_version,
             &self.script_note,
+            &self.secrets,
             &self.script,
         ]
     }

@@ -18,7 +18,7 @@ pub(super) const JOB_COLUMNS: &str = "id, name, description, exec_type, cron, ex
      timezone, enabled, time_limit_ms, memory_limit_mb, overlap, misfire, misfire_window_s, \
      version, created_at_ms, updated_at_ms, last_scheduled_ms, last_started_ms, last_outcome, \
      max_concurrent, max_catch_up, retry_max_retries, retry_backoff_ms, retry_max_backoff_ms, \
-     jitter_s, paused_until_ms, script_version, script_note";
+     jitter_s, paused_until_ms, script_version, script_note, secrets";
 
 /// Columns of `runs` but the log, in the order [`read_run`] expects.
 pub(super) const RUN_COLUMNS: &str = "run_id, job_id, trigger_kind, scheduled_at_ms, \
@@ -103,6 +103,7 @@ fn read_job_fields(row: &Row<'_>, id: &str) -> anyhow::Result<Job> {
         paused_until_ms: row.get(25)?,
         script_version: to_u64(row.get(26)?, "script_version")?,
         script_note: row.get(27)?,
+        secrets: crate::store::split_grants(text(row, 28)?)?,
         version: to_u64(row.get(13)?, "version")?,
         created_at_ms: row.get(14)?,
         updated_at_ms: row.get(15)?,

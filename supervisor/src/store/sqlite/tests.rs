@@ -685,3 +685,39 @@ async fn a_request_failing_half_way_is_undone_alone() {
     );
     store.close().await;
 }
+
+/// A secret is stored sealed: the raw row holds neither the plaintext nor anything
+/// that decrypts without the key.
+#[tokio::test]
+async fn secrets_are_encrypted_at_rest() {
+    use crate::secrets::{KeySource, SecretKey, Vault};
+    let dir = temp_dir();
+    let path = dir.path().join("traitor.db");
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).expect("open"));
+    let key = SecretKey::from_base64(&SecretKey::generate_base64()).expect("key");
+    let vault = Vault::new(store.clone(), KeySource::fixed(key));
+    let plain = "correct-horse-battery-staple";
+    vault.put("DB_PASS", plain, 1).await.expect("put");
+    let run = vault
+        .for_run("j", &["DB_PASS".to_owned()])
+        .await
+        .expect("open for a run");
+    assert_eq!(run.values.0, [("DB_PASS".to_owned(), plain.to_owned())]);
+    store.close().await;
+
+    let conn = Connection::open(&path).expect("open raw");
+    let sealed: Vec<u8> = conn
+        .query_row(
+            "SELECT sealed FROM secrets WHERE name = 'DB_PASS'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("raw row");
+    assert_ne!(sealed, plain.as_bytes());
+    assert!(!sealed.windows(plain.len()).any(|w| w == plain.as_bytes()));
+    let other = SecretKey::from_base64(&SecretKey::generate_base64()).expect("key");
+    assert!(
+        other.decrypt("DB_PASS", &sealed).is_err(),
+        "a wrong key fails"
+    );
+}

@@ -69,6 +69,8 @@ pub(super) enum Op {
         keep: u32,
         after_id: Option<String>,
     },
+    /// Secrets and kv (see [`super::extras`]).
+    Extra(super::extras::ExtraOp),
 }
 
 impl Op {
@@ -85,6 +87,7 @@ impl Op {
             | Op::NoteDuplicate { .. }
             | Op::PruneOld { .. }
             | Op::PruneKeep { .. } => 64,
+            Op::Extra(op) => op.payload_bytes(),
         }
     }
 }
@@ -99,6 +102,8 @@ pub(super) enum Reply {
         deleted: u64,
         next: Option<Option<String>>,
     },
+    /// What a kv set did.
+    KvSet(crate::store::KvSet),
 }
 
 pub(super) type Sender = mpsc::UnboundedSender<Request>;
@@ -264,7 +269,7 @@ pub(super) fn db_err(e: anyhow::Error) -> StoreError {
     }
 }
 
-trait Ctx<T> {
+pub(super) trait Ctx<T> {
     fn ctx(self, what: &'static str) -> StoreResult<T>;
 }
 
@@ -296,6 +301,7 @@ fn apply(conn: &Connection, op: &Op) -> StoreResult<Reply> {
         } => note_duplicate(conn, job_id, *scheduled_ms).map(Reply::Noted),
         Op::PruneOld { older_than_ms } => prune_old(conn, *older_than_ms),
         Op::PruneKeep { keep, after_id } => prune_keep(conn, *keep, after_id.as_deref()),
+        Op::Extra(op) => super::extras::apply(conn, op),
     }
 }
 
@@ -303,7 +309,7 @@ fn create(conn: &Connection, job: &Job, script: &str) -> StoreResult<()> {
     let sql = format!(
         "INSERT INTO jobs ({JOB_COLUMNS}) VALUES \
          (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, \
-         ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28) \
+         ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29) \
          ON CONFLICT (id) DO NOTHING"
     );
     let inserted = conn
@@ -338,6 +344,7 @@ fn create(conn: &Connection, job: &Job, script: &str) -> StoreResult<()> {
             job.paused_until_ms,
             to_i64(job.script_version, "script_version").ctx("insert job")?,
             job.script_note,
+            crate::store::join_grants(&job.secrets),
         ])
         .ctx("insert job")?;
     if inserted == 0 {
@@ -396,8 +403,8 @@ fn update(conn: &Connection, job: &Job, script: Option<&str>, expected: u64) -> 
              memory_limit_mb = ?10, overlap = ?11, misfire = ?12, misfire_window_s = ?13, \
              version = ?14, updated_at_ms = ?15, max_concurrent = ?17, max_catch_up = ?18, \
              retry_max_retries = ?19, retry_backoff_ms = ?20, retry_max_backoff_ms = ?21, \
-             jitter_s = ?22, paused_until_ms = ?23, script_version = ?24, script_note = ?25 \
-             WHERE id = ?1 AND version = ?16",
+             jitter_s = ?22, paused_until_ms = ?23, script_version = ?24, script_note = ?25, \
+             secrets = ?26 WHERE id = ?1 AND version = ?16",
         )
         .ctx("prepare update job")?
         .execute(params![
@@ -426,6 +433,7 @@ fn update(conn: &Connection, job: &Job, script: Option<&str>, expected: u64) -> 
             job.paused_until_ms,
             script_version,
             job.script_note,
+            crate::store::join_grants(&job.secrets),
         ])
         .ctx("update job")?;
     if changed == 0 {
