@@ -102,7 +102,7 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
 
     let node = match &cluster {
         Some(c) => c.node().to_owned(),
-        None => node_name(),
+        None => cfg.node_name.clone().unwrap_or_else(node_name),
     };
     let (history, history_task) = history::spawn_writer(store.clone());
     let (exhausted_tx, exhausted_rx) = mpsc::unbounded_channel();

@@ -219,7 +219,8 @@ pub struct ServeConfig {
         default_value = "default"
     )]
     pub cluster: String,
-    /// This node's name in the cluster (default: host name and port).
+    /// This node's name, recorded with every run (default: the host name; in a cluster,
+    /// host name and port).
     #[arg(long = "node-name", env = "TRAITOR_NODE_NAME")]
     pub node_name: Option<String>,
     /// Bind address (`-ip`). Default 127.0.0.1; a non-loopback address needs an auth token.
