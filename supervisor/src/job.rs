@@ -193,6 +193,17 @@ pub struct LogLine {
     pub at_ms: i64,
 }
 
+impl RunRecord {
+    /// This record says its occurrence of the schedule happened (ran, in any outcome):
+    /// not a miss, not a skip, and not a manual run (an occurrence of its own). A
+    /// caught-up or backfilled occurrence with such a record is a duplicate.
+    pub fn ran_its_occurrence(&self) -> bool {
+        self.trigger != Trigger::Manual
+            && self.outcome != outcome::MISSED
+            && self.outcome != outcome::SKIPPED
+    }
+}
+
 /// The stable id of an occurrence: what scripts see as `job.occurrenceId`, an
 /// idempotency key for the outside world. Manual runs are occurrences of their own.
 pub fn occurrence_id(job_id: &str, scheduled_ms: i64, trigger: Trigger) -> String {

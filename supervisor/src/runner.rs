@@ -362,11 +362,10 @@ async fn ledger_entry(inner: &Inner, fire: &Fire) -> Ledger {
         Ok(runs) => {
             let mut replaces = None;
             for r in runs.iter().filter(|r| r.trigger != Trigger::Manual) {
-                if r.outcome == outcome::MISSED || r.outcome == outcome::SKIPPED {
-                    replaces.get_or_insert_with(|| r.run_id.clone());
-                } else {
+                if r.ran_its_occurrence() {
                     return Ledger::Ran;
                 }
+                replaces.get_or_insert_with(|| r.run_id.clone());
             }
             replaces.map_or(Ledger::Fresh, Ledger::Replaces)
         }

@@ -309,10 +309,7 @@ impl<D: Dispatch> SchedulerTask<D> {
             Command::Backfill(items, ack) => {
                 if let Some(first) = items.first() {
                     let id = first.meta.id.clone();
-                    let start = self.slots.entry(id).or_default().push_backlog(items);
-                    for p in start {
-                        self.dispatch.start(p.into());
-                    }
+                    self.push_backlog(id, items);
                 }
                 let _ = ack.send(());
             }
@@ -416,14 +413,15 @@ impl<D: Dispatch> SchedulerTask<D> {
                     trigger: Trigger::Misfire,
                 })
                 .collect();
-            let start = self
-                .slots
-                .entry(meta.id.clone())
-                .or_default()
-                .push_backlog(items);
-            for p in start {
-                self.dispatch.start(p.into());
-            }
+            self.push_backlog(meta.id.clone(), items);
+        }
+    }
+
+    /// Queues past occurrences of one job and starts those its slots allow now.
+    fn push_backlog(&mut self, id: Arc<str>, items: Vec<Pending>) {
+        let start = self.slots.entry(id).or_default().push_backlog(items);
+        for p in start {
+            self.dispatch.start(p.into());
         }
     }
 

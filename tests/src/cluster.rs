@@ -11,7 +11,7 @@
 //! PostgreSQL server at `TRAITOR_TEST_POSTGRES_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/postgres`); `scripts/test.sh` provides them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -844,4 +844,23 @@ pub fn write_benchmark_section(heading: &str, body: &str) {
     } else {
         eprintln!("figures written to {}", path.display());
     }
+}
+
+/// Waits until the node behind `api` is healthy and sees exactly `names`.
+pub async fn wait_members(api: &Api, names: &[&str]) {
+    let want: HashSet<String> = names.iter().map(|s| s.to_string()).collect();
+    eventually(
+        Duration::from_secs(10),
+        "the membership to settle",
+        || async {
+            let c = api.cluster().await;
+            let seen: HashSet<String> = c["nodes"]
+                .as_array()?
+                .iter()
+                .filter_map(|n| n["node"].as_str().map(str::to_owned))
+                .collect();
+            (c["healthy"] == true && seen == want).then_some(())
+        },
+    )
+    .await;
 }

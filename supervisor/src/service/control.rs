@@ -11,7 +11,7 @@ use web::dto::*;
 use web::{ServiceError, ServiceResult};
 
 use super::{Service, job_since, misfire_rule_of, ms_to_dt, plan_of, run_view, store_err};
-use crate::job::{RunRecord, ScriptVersion, Trigger, occurrence_id, outcome};
+use crate::job::{ScriptVersion, Trigger, occurrence_id};
 use crate::scheduler::{Pending, catch_up, now_ms};
 use crate::store::RunListQuery;
 
@@ -34,11 +34,6 @@ fn version_view(v: ScriptVersion, current: u64) -> ScriptVersionView {
 
 fn invalid_plan(e: (&'static str, String)) -> ServiceError {
     ServiceError::invalid(e.0, e.1)
-}
-
-/// A run that counts as the occurrence having happened (not a miss or a skip).
-fn ran(r: &RunRecord) -> bool {
-    r.trigger != Trigger::Manual && r.outcome != outcome::MISSED && r.outcome != outcome::SKIPPED
 }
 
 impl Service {
@@ -242,16 +237,22 @@ impl Service {
             let Some(last) = page.last().map(|r| r.scheduled_at_ms) else {
                 break;
             };
-            done.extend(page.iter().filter(|r| ran(r)).map(|r| r.scheduled_at_ms));
-            // The cursor is an instant: a page that ends inside one instant's attempts
-            // continues from that instant, read again whole.
-            if !full || last == before || done.len() > 2 * MAX_WINDOW_OCCURRENCES {
+            done.extend(
+                page.iter()
+                    .filter(|r| r.ran_its_occurrence())
+                    .map(|r| r.scheduled_at_ms),
+            );
+            // The cursor is an instant: the next page starts again at `last`, so an
+            // instant whose attempts straddle the end of a page is read whole. A page
+            // of one instant alone would make no progress (an occurrence has at most
+            // 21 attempts, so it cannot fill one).
+            if !full
+                || page.iter().all(|r| r.scheduled_at_ms == last)
+                || done.len() > 2 * MAX_WINDOW_OCCURRENCES
+            {
                 break;
             }
-            before = if last < before { last + 1 } else { break };
-            if page.iter().all(|r| r.scheduled_at_ms == last) {
-                break;
-            }
+            before = last + 1;
         }
         Ok(done)
     }
@@ -334,19 +335,20 @@ impl Service {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::job::outcome;
     use crate::store::conformance::sample_run;
 
     #[test]
     fn misses_skips_and_manual_runs_do_not_count_as_having_run() {
         let mut r = sample_run("r", "j", 1_000);
-        assert!(ran(&r));
+        assert!(r.ran_its_occurrence());
         for o in [outcome::MISSED, outcome::SKIPPED] {
             r.outcome = o.to_owned();
-            assert!(!ran(&r));
+            assert!(!r.ran_its_occurrence());
         }
         r.outcome = "failed".into();
-        assert!(ran(&r));
+        assert!(r.ran_its_occurrence());
         r.trigger = Trigger::Manual;
-        assert!(!ran(&r));
+        assert!(!r.ran_its_occurrence());
     }
 }

@@ -57,25 +57,6 @@ async fn start_nodes(
     nodes
 }
 
-/// Waits until the node behind `api` is healthy and sees exactly `names`.
-async fn wait_members(api: &Api, names: &[&str]) {
-    let want: HashSet<String> = names.iter().map(|s| s.to_string()).collect();
-    eventually(
-        Duration::from_secs(10),
-        "the membership to settle",
-        || async {
-            let c = api.cluster().await;
-            let seen: HashSet<String> = c["nodes"]
-                .as_array()?
-                .iter()
-                .filter_map(|n| n["node"].as_str().map(str::to_owned))
-                .collect();
-            (c["healthy"] == true && seen == want).then_some(())
-        },
-    )
-    .await;
-}
-
 fn ring_of(names: &[&str]) -> Ring {
     Ring::new(&names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
 }

@@ -36,23 +36,8 @@ async fn start_cluster(
         logs.add(format!("{cluster}/{n}"), &s.log_path);
         nodes.push(s);
     }
-    let want: HashSet<String> = NAMES.iter().map(|s| s.to_string()).collect();
     for s in &nodes {
-        let api = Api::of(s);
-        eventually(
-            Duration::from_secs(10),
-            "the membership to settle",
-            || async {
-                let c = api.cluster().await;
-                let seen: HashSet<String> = c["nodes"]
-                    .as_array()?
-                    .iter()
-                    .filter_map(|n| n["node"].as_str().map(str::to_owned))
-                    .collect();
-                (c["healthy"] == true && seen == want).then_some(())
-            },
-        )
-        .await;
+        wait_members(&Api::of(s), &NAMES).await;
     }
     nodes
 }
