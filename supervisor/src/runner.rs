@@ -201,6 +201,16 @@ impl Runner {
                 if !inner.gate.claim(meta.id.clone(), t).await {
                     continue;
                 }
+                // Claims do not survive a Redis restart: an occurrence that ran before
+                // one must not be recorded missed by a node catching up after it.
+                if outcome == outcome::MISSED
+                    && records_at(&inner, &meta.id, t)
+                        .await
+                        .iter()
+                        .any(RunRecord::ran_its_occurrence)
+                {
+                    continue;
+                }
                 let rec = RunRecord {
                     outcome: outcome.to_owned(),
                     error_message: why.clone(),
@@ -352,28 +362,37 @@ async fn ledger_entry(inner: &Inner, fire: &Fire) -> Ledger {
     if !matches!(fire.trigger, Trigger::Misfire | Trigger::Backfill) {
         return Ledger::Fresh;
     }
+    let mut replaces = None;
+    for r in records_at(inner, &fire.meta.id, fire.scheduled_ms)
+        .await
+        .iter()
+        .filter(|r| r.trigger != Trigger::Manual)
+    {
+        if r.ran_its_occurrence() {
+            return Ledger::Ran;
+        }
+        replaces.get_or_insert_with(|| r.run_id.clone());
+    }
+    replaces.map_or(Ledger::Fresh, Ledger::Replaces)
+}
+
+/// The ledger's records of one instant of a job; none if the store cannot answer (the
+/// caller then acts as if the occurrence had no record).
+async fn records_at(inner: &Inner, job_id: &str, scheduled_ms: i64) -> Vec<RunRecord> {
     let query = RunListQuery {
         outcome: None,
-        before_ms: Some(fire.scheduled_ms + 1),
-        since_ms: Some(fire.scheduled_ms),
+        before_ms: Some(scheduled_ms + 1),
+        since_ms: Some(scheduled_ms),
         limit: 50,
     };
-    match inner.store.list_runs(&fire.meta.id, &query).await {
-        Ok(runs) => {
-            let mut replaces = None;
-            for r in runs.iter().filter(|r| r.trigger != Trigger::Manual) {
-                if r.ran_its_occurrence() {
-                    return Ledger::Ran;
-                }
-                replaces.get_or_insert_with(|| r.run_id.clone());
-            }
-            replaces.map_or(Ledger::Fresh, Ledger::Replaces)
-        }
-        Err(e) => {
-            tracing::warn!(job = %fire.meta.id, error = %e, "could not read the ledger; running the occurrence");
-            Ledger::Fresh
-        }
-    }
+    inner
+        .store
+        .list_runs(job_id, &query)
+        .await
+        .unwrap_or_else(|e| {
+            tracing::warn!(job = %job_id, error = %e, "could not read the ledger");
+            Vec::new()
+        })
 }
 
 /// One occurrence: its attempts, retried under the job's policy until one does not
