@@ -163,6 +163,11 @@ mod tests {
                     attempt: 1,
                     secrets: SecretValues(vec![("K".into(), "v".into())]),
                 },
+                modules: vec![SharedModule {
+                    specifier: "lib@2".into(),
+                    version: 2,
+                    source: "module.exports = 1".into(),
+                }],
             }),
             SupervisorMessage::HostReply {
                 run_id: 7,

@@ -70,6 +70,22 @@ pub struct StartRun {
     pub script: String,
     pub limits: Limits,
     pub job: JobContext,
+    /// v3. The shared modules the script may `require` or `import`, resolved by the
+    /// supervisor (the script's and the modules' own literal specifiers, transitively).
+    /// A specifier not listed here is not found.
+    pub modules: Vec<SharedModule>,
+}
+
+/// v3. One shared module as a run sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct SharedModule {
+    /// The specifier as scripts write it: `name`, or `name@N` for a pinned version.
+    pub specifier: String,
+    /// The version this source is.
+    pub version: u64,
+    /// JavaScript: an ES module if it has an `import`/`export` statement, else CommonJS
+    /// (`module.exports`).
+    pub source: String,
 }
 
 /// Per-run limits. The worker enforces them itself; the supervisor enforces the wall

@@ -7,6 +7,7 @@
 //!   run end, shutdown.
 //! - 2: `JobContext::secrets` (a run's granted secrets), `HostCall::Kv` and
 //!   `HostResponse::Kv` (the per-job key-value store).
+//! - 3: `StartRun::modules` (the shared modules a run may `require` or `import`).
 
 /// The version this build speaks.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;

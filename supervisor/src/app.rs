@@ -72,6 +72,12 @@ pub fn run(cfg: ServeConfig) -> anyhow::Result<()> {
 }
 
 async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
+    // Bad tokens stop the start before anything else is opened.
+    let auth_tokens = cfg.auth_tokens()?;
+    if !auth_tokens.is_empty() {
+        let names: Vec<&str> = auth_tokens.iter().map(web::AuthToken::name).collect();
+        tracing::info!(tokens = ?names, "API tokens configured");
+    }
     let (store, cluster) = open_store_and_cluster(&cfg).await?;
     // One set of counters for `/metrics`, handed to whatever records into it.
     let metrics = Arc::new(Metrics::default());
@@ -180,16 +186,20 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
 
     tokio::spawn(prune_loop(
         store.clone(),
-        cfg.history_per_job,
-        i64::from(cfg.history_days) * 86_400_000,
+        Retention {
+            runs_per_job: cfg.history_per_job,
+            runs_max_age_ms: i64::from(cfg.history_days) * 86_400_000,
+            audit_keep: cfg.audit_keep,
+            audit_max_age_ms: i64::from(cfg.audit_days) * 86_400_000,
+        },
     ));
 
-    let ip = cfg.ip.unwrap_or(if cfg.auth_token.is_some() {
+    let ip = cfg.ip.unwrap_or(if !auth_tokens.is_empty() {
         IpAddr::V4(Ipv4Addr::UNSPECIFIED)
     } else {
         IpAddr::V4(Ipv4Addr::LOCALHOST)
     });
-    if cfg.auth_token.is_none() {
+    if auth_tokens.is_empty() {
         tracing::warn!(
             "no auth token configured (TRAITOR_AUTH_TOKEN): only loopback clients are served, \
              because anyone who reaches the API can run code on this machine"
@@ -197,7 +207,7 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     }
     let web_cfg = web::WebConfig {
         addr: SocketAddr::new(ip, cfg.port),
-        auth_token: cfg.auth_token.clone(),
+        auth_tokens,
         max_body_bytes: MAX_BODY_BYTES,
     };
     let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -412,15 +422,30 @@ async fn wait_for_signal() {
     }
 }
 
-async fn prune_loop(store: Arc<dyn Store>, keep_per_job: u32, max_age_ms: i64) {
+/// What the prune loop keeps: run history and the audit log, each by count and age.
+struct Retention {
+    runs_per_job: u32,
+    runs_max_age_ms: i64,
+    audit_keep: u64,
+    audit_max_age_ms: i64,
+}
+
+async fn prune_loop(store: Arc<dyn Store>, keep: Retention) {
     let mut tick = tokio::time::interval(PRUNE_EVERY);
     loop {
         tick.tick().await;
-        let cutoff = scheduler::now_ms() - max_age_ms;
-        match store.prune_runs(keep_per_job, cutoff).await {
+        let now = scheduler::now_ms();
+        let cutoff = now - keep.runs_max_age_ms;
+        match store.prune_runs(keep.runs_per_job, cutoff).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(deleted = n, "old run history pruned"),
             Err(e) => tracing::warn!(error = %e, "pruning run history failed"),
+        }
+        let cutoff = now.saturating_sub(keep.audit_max_age_ms);
+        match store.prune_audit(keep.audit_keep, cutoff).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, "old audit log entries pruned"),
+            Err(e) => tracing::warn!(error = %e, "pruning the audit log failed"),
         }
     }
 }

@@ -9,6 +9,7 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 
+use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::egress::{EgressDefault, EgressPolicy, Rules};
@@ -237,13 +238,21 @@ pub struct ServeConfig {
     /// Data directory of standalone mode.
     #[arg(long = "data-dir", env = "TRAITOR_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Bearer token every API call and the debug socket must present.
+    /// An API token, `NAME:SECRET` (NAME: 1 to 32 of a-z 0-9 _ -), or a bare SECRET for
+    /// the token named `default`. Repeatable. With any token, every API call and the
+    /// debug socket must present one (`Authorization: Bearer SECRET`), and its name is
+    /// recorded in the audit log. The variable holds one token; several go in a file.
     #[arg(
         long = "auth-token",
         env = "TRAITOR_AUTH_TOKEN",
-        hide_env_values = true
+        hide_env_values = true,
+        value_name = "[NAME:]SECRET"
     )]
-    pub auth_token: Option<String>,
+    pub auth_token: Vec<String>,
+    /// A file of API tokens, one `NAME SECRET` per line; `#` starts a comment line.
+    /// Read at start-up, together with `--auth-token`.
+    #[arg(long = "auth-token-file", env = "TRAITOR_AUTH_TOKEN_FILE")]
+    pub auth_token_file: Option<PathBuf>,
     /// How long SIGTERM waits for running scripts before cancelling them, seconds.
     #[arg(
         long = "shutdown-grace-s",
@@ -265,6 +274,16 @@ pub struct ServeConfig {
         default_value_t = 30
     )]
     pub history_days: u32,
+    /// Audit log entries older than this are deleted, days.
+    #[arg(long = "audit-days", env = "TRAITOR_AUDIT_DAYS", default_value_t = 365)]
+    pub audit_days: u32,
+    /// Audit log entries kept at most (the newest).
+    #[arg(
+        long = "audit-keep",
+        env = "TRAITOR_AUDIT_KEEP",
+        default_value_t = 1_000_000
+    )]
+    pub audit_keep: u64,
     /// Log format: `text` or `json` (one object per line).
     #[arg(
         long = "log-format",
@@ -296,6 +315,27 @@ pub struct ServeConfig {
 }
 
 impl ServeConfig {
+    /// Every API token: those of `--auth-token` and those of `--auth-token-file`. Two
+    /// tokens with one name or one secret are refused.
+    pub fn auth_tokens(&self) -> anyhow::Result<Vec<web::AuthToken>> {
+        // Parsed here rather than by clap, whose errors would print the secret.
+        let mut tokens = self
+            .auth_token
+            .iter()
+            .map(|t| web::AuthToken::parse(t))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| anyhow::anyhow!("--auth-token: {e}"))?;
+        if let Some(path) = &self.auth_token_file {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("read the token file {}", path.display()))?;
+            let from_file = web::tokens::parse_file(&text)
+                .map_err(|e| anyhow::anyhow!("the token file {}: {e}", path.display()))?;
+            tokens.extend(from_file);
+        }
+        web::tokens::check_unique(&tokens).map_err(|e| anyhow::anyhow!("auth tokens: {e}"))?;
+        Ok(tokens)
+    }
+
     pub fn log_format(&self) -> LogFormat {
         if self.log_json {
             LogFormat::Json
@@ -400,6 +440,62 @@ mod tests {
         assert!(bad.is_err());
         let err = bad.unwrap_err().to_string();
         assert!(err.contains("not a network"), "{err}");
+    }
+
+    #[test]
+    fn auth_tokens_from_flags_and_a_file() {
+        let names = |cli: &Cli| -> Vec<String> {
+            let tokens = cli.serve.auth_tokens().expect("tokens");
+            tokens.iter().map(|t| t.name().to_owned()).collect()
+        };
+        assert!(names(&parse(&["traitor"])).is_empty());
+        let cli = parse(&["traitor", "--auth-token", "s3cret"]);
+        assert_eq!(names(&cli), ["default"]);
+        let cli = parse(&[
+            "traitor",
+            "--auth-token",
+            "ci:one",
+            "--auth-token",
+            "alice:two",
+        ]);
+        assert_eq!(names(&cli), ["ci", "alice"]);
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("tokens");
+        std::fs::write(&file, "# ops\nbob three\n").expect("write");
+        let path = file.to_str().expect("utf-8");
+        let cli = parse(&[
+            "traitor",
+            "--auth-token",
+            "ci:one",
+            "--auth-token-file",
+            path,
+        ]);
+        assert_eq!(names(&cli), ["ci", "bob"]);
+
+        // A name given twice, across the flag and the file.
+        std::fs::write(&file, "ci other\n").expect("write");
+        let e = cli.serve.auth_tokens().expect_err("duplicate");
+        assert!(
+            format!("{e:#}").contains("two tokens are named \"ci\""),
+            "{e:#}"
+        );
+        // A bad line names the file and the line.
+        std::fs::write(&file, "bob\n").expect("write");
+        let e = format!("{:#}", cli.serve.auth_tokens().expect_err("bad line"));
+        assert!(e.contains("tokens: line 1: expected `NAME SECRET`"), "{e}");
+        // A missing file.
+        let cli = parse(&["traitor", "--auth-token-file", "/nonexistent/tokens"]);
+        let e = format!("{:#}", cli.serve.auth_tokens().expect_err("missing"));
+        assert!(e.contains("read the token file /nonexistent/tokens"), "{e}");
+        // A bad flag value is refused with the reason, never with the value.
+        let cli = parse(&["traitor", "--auth-token", "ci:has space"]);
+        let e = format!("{:#}", cli.serve.auth_tokens().expect_err("bad secret"));
+        assert!(
+            e.contains("--auth-token: the secret of token \"ci\""),
+            "{e}"
+        );
+        assert!(!e.contains("has space"), "{e}");
     }
 
     #[test]

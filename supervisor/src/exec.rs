@@ -99,10 +99,12 @@ async fn run(args: ExecArgs, script: String) -> anyhow::Result<RunResult> {
         attempt: 1,
         secrets: Default::default(),
     };
+    // `traitor exec` runs a file alone: it has no store, so no shared modules.
     let mut handle = pool.submit(RunRequest {
         script,
         limits: args.limits.limits(),
         job,
+        modules: Vec::new(),
     });
     let canceller = handle.canceller();
     let ctrl_c = tokio::signal::ctrl_c();

@@ -16,6 +16,7 @@ pub mod hostcall;
 pub mod job;
 pub mod kvhost;
 pub mod metrics;
+pub mod modules;
 pub mod ops;
 pub mod pool;
 pub mod runner;

@@ -84,6 +84,7 @@ struct Inner {
     gate: Arc<dyn FireGate>,
     active: ActiveRuns,
     vault: Arc<crate::secrets::Vault>,
+    modules: crate::modules::Resolver,
 }
 
 /// Everything a [`Runner`] is built from.
@@ -107,7 +108,7 @@ impl Runner {
     pub fn new(p: RunnerParts) -> Self {
         Runner(Arc::new(Inner {
             pool: p.pool,
-            store: p.store,
+            store: p.store.clone(),
             history: p.history,
             scheduler: OnceLock::new(),
             scripts: ScriptCache::default(),
@@ -119,7 +120,14 @@ impl Runner {
             gate: p.gate,
             active: ActiveRuns::default(),
             vault: p.vault,
+            modules: crate::modules::Resolver::new(p.store.clone()),
         }))
+    }
+
+    /// Finds the shared modules of a script (for debug runs, which do not go through
+    /// the runner).
+    pub fn modules(&self) -> &crate::modules::Resolver {
+        &self.0.modules
     }
 
     /// Completes the cycle runner → scheduler; call once, right after spawning it.
@@ -440,6 +448,29 @@ async fn run_occurrence(inner: &Inner, run_id: String, fire: &Fire, active: &Act
     }
 }
 
+/// What a run needs besides its script: the job's secrets and the shared modules the
+/// script loads. `Err` is the message the run fails with.
+async fn load_for_run<S>(
+    inner: &Inner,
+    meta: &JobMeta,
+    script: S,
+) -> Result<(S, crate::secrets::RunSecrets, Vec<protocol::SharedModule>), String>
+where
+    S: std::ops::Deref<Target = str>,
+{
+    let secrets = inner
+        .vault
+        .for_run(&meta.id, &meta.secrets)
+        .await
+        .map_err(|e| format!("could not load the job's secrets: {e:#}"))?;
+    let modules = inner
+        .modules
+        .for_script(&script)
+        .await
+        .map_err(|e| format!("could not load the script's shared modules: {e:#}"))?;
+    Ok((script, secrets, modules))
+}
+
 /// One attempt; returns its outcome, or `None` if the job is gone.
 async fn run_attempt(
     inner: &Inner,
@@ -454,16 +485,11 @@ async fn run_attempt(
         ..blank_record(run_id, meta, fire.scheduled_ms, fire.trigger, &inner.node)
     };
     let loaded = match inner.scripts.get(&*inner.store, meta).await {
-        Ok(Some(s)) => inner
-            .vault
-            .for_run(&meta.id, &meta.secrets)
-            .await
-            .map(|secrets| (s, secrets))
-            .map_err(|e| format!("could not load the job's secrets: {e:#}")),
+        Ok(Some(s)) => load_for_run(inner, meta, s).await,
         Ok(None) => return None, // deleted between the fire and now
         Err(e) => Err(format!("could not load the script: {e}")),
     };
-    let (script, secrets) = match loaded {
+    let (script, secrets, modules) = match loaded {
         Ok(v) => v,
         Err(message) => {
             tracing::error!(job = %meta.id, error = %message, "a run could not start");
@@ -483,6 +509,7 @@ async fn run_attempt(
         script: script.to_string(),
         limits: limits_of(&inner.base_limits, meta),
         job,
+        modules,
     });
     let canceller = handle.canceller();
     let mut cancel_sent = false;

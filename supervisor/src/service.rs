@@ -3,7 +3,9 @@
 //!
 //! Changes to one job are serialised by a striped lock, validated in full before
 //! anything is written, stored first and scheduled second, so an answered request is
-//! both durable and in force. This module knows nothing of HTTP: it answers in
+//! both durable and in force. Each change made through the API is recorded in the
+//! audit log where it is made, with the caller's [`Actor`] ([`audit`]). This module
+//! knows nothing of HTTP: it answers in
 //! [`ServiceError`]s that say what is wrong, and `web` picks status codes.
 
 use std::hash::{Hash, Hasher};
@@ -13,8 +15,9 @@ use std::time::Instant;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tokio::sync::{Mutex, mpsc};
+use web::audit::{AuditPage, AuditQuery};
 use web::dto::{self, *};
-use web::{Backend, DebugSession, ServiceError, ServiceResult};
+use web::{Actor, Backend, DebugSession, ServiceError, ServiceResult};
 
 use crate::cluster::{Cluster, OwnershipChange};
 use crate::cron::{Schedule, parse_timezone};
@@ -29,7 +32,9 @@ use crate::store::{
     ENABLED_PAGE, JobListQuery, JobOrder, RunListQuery, Store, StoreError, VERSIONS_PAGE,
 };
 
+mod audit;
 mod control;
+mod modules;
 mod policy;
 mod secrets;
 
@@ -310,7 +315,11 @@ impl Service {
                     }
                 }
             }
-            _ => self.scheduler.remove(id).await,
+            Some(_) => self.scheduler.remove(id).await,
+            None => {
+                self.metrics.egress.forget(id);
+                self.scheduler.remove(id).await
+            }
         };
         if result.is_err() {
             tracing::warn!(job = %id, "the scheduler has stopped; reload dropped");
@@ -770,6 +779,7 @@ fn merge(job: &mut Job, patch: JobInput) -> ServiceResult<()> {
 impl Backend for Service {
     async fn create_job(
         &self,
+        actor: &Actor,
         exec_type: Option<ExecType>,
         mut input: JobInput,
         start: bool,
@@ -803,6 +813,8 @@ impl Backend for Service {
             .await
             .map_err(store_err)?;
         self.announce(&job.id, job.version);
+        let detail = audit::job_created(&job, &script);
+        self.record(actor, "job.create", &job.id, detail).await;
         if start {
             self.apply_schedule(&job).await?;
             self.runner.warm_script(&job.id, job.version, &script);
@@ -814,7 +826,7 @@ impl Backend for Service {
         Ok(job.id)
     }
 
-    async fn update_job(&self, id: &str, mut patch: JobInput) -> ServiceResult<()> {
+    async fn update_job(&self, actor: &Actor, id: &str, mut patch: JobInput) -> ServiceResult<()> {
         let script = patch.script.take();
         if let Some(s) = &script {
             check_script(s)?;
@@ -846,11 +858,21 @@ impl Backend for Service {
         )?;
         job.version = old.version + 1;
         job.updated_at_ms = now_ms();
-        self.save(&job, script.as_deref(), old.version).await
+        self.save(&job, script.as_deref(), old.version).await?;
+        let detail = audit::job_changes(&old, &job, script.as_deref());
+        self.record(actor, "job.update", id, detail).await;
+        Ok(())
     }
 
-    async fn delete_job(&self, id: &str) -> ServiceResult<()> {
+    async fn delete_job(&self, actor: &Actor, id: &str) -> ServiceResult<()> {
         let _guard = self.lock_for(id).lock().await;
+        // For the audit log: an id alone says little once the job is gone.
+        let name = self
+            .store
+            .get_job(id)
+            .await
+            .map_err(store_err)?
+            .map(|j| j.name);
         let existed = self.store.delete_job(id).await.map_err(store_err)?;
         self.announce(id, u64::MAX);
         self.scheduler
@@ -860,6 +882,9 @@ impl Backend for Service {
         if !existed {
             return Err(not_found(id));
         }
+        self.record(actor, "job.delete", id, serde_json::json!({ "name": name }))
+            .await;
+        self.metrics.egress.forget(id);
         tracing::info!(job = %id, "job deleted");
         Ok(())
     }
@@ -937,6 +962,7 @@ impl Backend for Service {
 
     async fn set_script(
         &self,
+        actor: &Actor,
         id: &str,
         script: String,
         note: Option<String>,
@@ -951,7 +977,10 @@ impl Backend for Service {
         job.script_note = note;
         job.version += 1;
         job.updated_at_ms = now_ms();
-        self.save(&job, Some(&script), old.version).await
+        self.save(&job, Some(&script), old.version).await?;
+        let detail = audit::job_changes(&old, &job, Some(&script));
+        self.record(actor, "script.update", id, detail).await;
+        Ok(())
     }
 
     async fn script_versions(&self, id: &str) -> ServiceResult<Vec<ScriptVersionView>> {
@@ -964,11 +993,12 @@ impl Backend for Service {
 
     async fn rollback_script(
         &self,
+        actor: &Actor,
         id: &str,
         version: u64,
         note: Option<String>,
     ) -> ServiceResult<u64> {
-        self.rollback(id, version, note).await
+        self.rollback(actor, id, version, note).await
     }
 
     async fn plan(
@@ -980,21 +1010,23 @@ impl Backend for Service {
         self.plan_window(id, from, to).await
     }
 
-    async fn pause(&self, id: &str, until: DateTime<Utc>) -> ServiceResult<()> {
-        self.set_pause(id, Some(until.timestamp_millis())).await
+    async fn pause(&self, actor: &Actor, id: &str, until: DateTime<Utc>) -> ServiceResult<()> {
+        self.set_pause(actor, id, Some(until.timestamp_millis()))
+            .await
     }
 
-    async fn resume(&self, id: &str) -> ServiceResult<()> {
-        self.set_pause(id, None).await
+    async fn resume(&self, actor: &Actor, id: &str) -> ServiceResult<()> {
+        self.set_pause(actor, id, None).await
     }
 
     async fn backfill(
         &self,
+        actor: &Actor,
         id: &str,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> ServiceResult<BackfillView> {
-        self.backfill_range(id, from, to).await
+        self.backfill_range(actor, id, from, to).await
     }
 
     async fn occurrences(
@@ -1006,7 +1038,7 @@ impl Backend for Service {
         self.ledger(id, before, limit).await
     }
 
-    async fn enable(&self, id: &str, enable: bool) -> ServiceResult<()> {
+    async fn enable(&self, actor: &Actor, id: &str, enable: bool) -> ServiceResult<()> {
         let _guard = self.lock_for(id).lock().await;
         let old = self.load(id).await?;
         if old.enabled == enable {
@@ -1021,36 +1053,53 @@ impl Backend for Service {
         job.version += 1;
         job.updated_at_ms = now_ms();
         self.save(&job, None, old.version).await?;
+        let action = if enable { "job.enable" } else { "job.disable" };
+        self.record(actor, action, id, audit::job_changes(&old, &job, None))
+            .await;
         tracing::info!(job = %id, enable, "job state changed");
         Ok(())
     }
 
-    async fn run_now(&self, id: &str) -> ServiceResult<String> {
+    async fn run_now(&self, actor: &Actor, id: &str) -> ServiceResult<String> {
         let job = self.load(id).await?;
-        Ok(self.runner.run_manual(Arc::new(meta_of(&job))))
+        let run_id = self.runner.run_manual(Arc::new(meta_of(&job)));
+        let detail = serde_json::json!({ "runId": run_id, "scriptVersion": job.script_version });
+        self.record(actor, "job.run", id, detail).await;
+        Ok(run_id)
     }
 
     async fn list_runs(&self, job_id: &str, q: RunQuery) -> ServiceResult<RunPage> {
         let limit = q.limit.clamp(1, 1000);
         self.load(job_id).await?;
-        let runs = self
+        let mut query = RunListQuery {
+            outcome: q.outcome,
+            before_ms: q.before.map(|d| d.timestamp_millis()),
+            since_ms: None,
+            limit,
+        };
+        let mut runs = self
             .store
-            .list_runs(
-                job_id,
-                &RunListQuery {
-                    outcome: q.outcome,
-                    before_ms: q.before.map(|d| d.timestamp_millis()),
-                    since_ms: None,
-                    limit,
-                },
-            )
+            .list_runs(job_id, &query)
             .await
             .map_err(store_err)?;
-        let next_before = if runs.len() as u64 == limit {
-            runs.last().map(|r| ms_to_dt(r.scheduled_at_ms))
-        } else {
-            None
-        };
+        let full = runs.len() as u64 == limit;
+        let last_ms = runs.last().map(|r| r.scheduled_at_ms);
+        if let (true, Some(last_ms)) = (full, last_ms) {
+            // The next page starts strictly before the last instant, so this one must
+            // hold every run of that instant (the attempts of one occurrence share it):
+            // it may end up longer than `limit`.
+            runs.retain(|r| r.scheduled_at_ms != last_ms);
+            query.since_ms = Some(last_ms);
+            query.before_ms = Some(last_ms.saturating_add(1));
+            query.limit = 1000;
+            let group = self
+                .store
+                .list_runs(job_id, &query)
+                .await
+                .map_err(store_err)?;
+            runs.extend(group);
+        }
+        let next_before = if full { last_ms.map(ms_to_dt) } else { None };
         Ok(RunPage {
             items: runs.iter().map(run_view).collect(),
             next_before,
@@ -1127,6 +1176,12 @@ impl Backend for Service {
             .await
             .map_err(|e| ServiceError::Conflict(format!("{e:#}")))?;
         let masker = secrets.masker;
+        let modules = self
+            .runner
+            .modules()
+            .for_script(&script)
+            .await
+            .map_err(|e| ServiceError::Conflict(format!("{e:#}")))?;
         let mut job = job_context(&meta, 0, Trigger::Manual, 1);
         job.secrets = secrets.values;
         let started = Instant::now();
@@ -1134,6 +1189,7 @@ impl Backend for Service {
             script,
             limits: self.runner.limits_for(&meta),
             job,
+            modules,
         });
         let canceller = handle.canceller();
         let (tx, rx) = mpsc::channel(256);
@@ -1247,24 +1303,84 @@ impl Backend for Service {
         self.ops().readiness().await
     }
 
-    async fn put_secret(&self, name: &str, value: String) -> ServiceResult<()> {
-        secrets::put(self, name, value).await
+    async fn put_secret(&self, actor: &Actor, name: &str, value: String) -> ServiceResult<()> {
+        secrets::put(self, name, value).await?;
+        // Never the value, nor its length.
+        self.record(actor, "secret.put", name, serde_json::json!({}))
+            .await;
+        Ok(())
     }
 
     async fn list_secrets(&self) -> ServiceResult<Vec<SecretView>> {
         secrets::list(self).await
     }
 
-    async fn delete_secret(&self, name: &str) -> ServiceResult<()> {
-        secrets::delete(self, name).await
+    async fn delete_secret(&self, actor: &Actor, name: &str) -> ServiceResult<()> {
+        secrets::delete(self, name).await?;
+        self.record(actor, "secret.delete", name, serde_json::json!({}))
+            .await;
+        Ok(())
     }
 
     async fn kv_list(&self, job_id: &str) -> ServiceResult<Vec<KvEntryView>> {
         secrets::kv_list(self, job_id).await
     }
 
-    async fn kv_delete(&self, job_id: &str, key: &str) -> ServiceResult<()> {
-        secrets::kv_delete(self, job_id, key).await
+    async fn kv_delete(&self, actor: &Actor, job_id: &str, key: &str) -> ServiceResult<()> {
+        secrets::kv_delete(self, job_id, key).await?;
+        let detail = serde_json::json!({ "key": key });
+        self.record(actor, "kv.delete", job_id, detail).await;
+        Ok(())
+    }
+
+    async fn audit(&self, query: AuditQuery) -> ServiceResult<AuditPage> {
+        self.audit_page(query).await
+    }
+
+    async fn put_module(
+        &self,
+        actor: &Actor,
+        name: &str,
+        source: String,
+        note: Option<String>,
+    ) -> ServiceResult<ModuleView> {
+        let saved = modules::put(self, name, source, note).await?;
+        let detail = audit::module_saved(&saved);
+        self.record(actor, "module.put", name, detail).await;
+        Ok(saved)
+    }
+
+    async fn list_modules(&self) -> ServiceResult<Vec<ModuleView>> {
+        modules::list(self).await
+    }
+
+    async fn get_module(&self, name: &str, version: Option<u64>) -> ServiceResult<ModuleView> {
+        modules::get(self, name, version).await
+    }
+
+    async fn module_versions(&self, name: &str) -> ServiceResult<Vec<ModuleView>> {
+        modules::versions(self, name).await
+    }
+
+    async fn rollback_module(
+        &self,
+        actor: &Actor,
+        name: &str,
+        version: u64,
+        note: Option<String>,
+    ) -> ServiceResult<ModuleView> {
+        let saved = modules::rollback(self, name, version, note).await?;
+        let mut detail = audit::module_saved(&saved);
+        detail["restored"] = serde_json::json!(version);
+        self.record(actor, "module.rollback", name, detail).await;
+        Ok(saved)
+    }
+
+    async fn delete_module(&self, actor: &Actor, name: &str) -> ServiceResult<()> {
+        modules::delete(self, name).await?;
+        self.record(actor, "module.delete", name, serde_json::json!({}))
+            .await;
+        Ok(())
     }
 
     async fn cluster(&self) -> ServiceResult<ClusterView> {

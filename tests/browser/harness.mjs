@@ -41,8 +41,12 @@ async function until(what, fn, timeoutMs = 30000) {
   throw new Error(`timed out waiting for ${what}${last ? `: ${last.message}` : ""}`);
 }
 
-/** Starts traitor; resolves when /healthz answers 200. */
-export async function startServer({ token } = {}) {
+/**
+ * Starts traitor; resolves when /healthz answers 200. `args` are added to its command
+ * line and `env` to its environment (e.g. a cluster node's `-m multi`). `token` is the
+ * secret `api()` sends (named `tokenName` on the server, else `default`).
+ */
+export async function startServer({ token, tokenName, args: extraArgs = [], env = {} } = {}) {
   const bin = process.env.TRAITOR_BIN || join(REPO, "target", "debug", "traitor");
   if (!existsSync(bin)) throw new Error(`${bin} is missing: run \`cargo build --bins\` first`);
   const port = await freePort();
@@ -50,8 +54,9 @@ export async function startServer({ token } = {}) {
   const logPath = join(dir, "server.log");
   const out = openSync(logPath, "a");
   const args = ["-p", String(port), "--ip", "127.0.0.1", "--data-dir", join(dir, "data"), "--workers", "2"];
-  if (token) args.push("--auth-token", token);
-  const child = spawn(bin, args, { stdio: ["ignore", out, out], env: { ...process.env, RUST_LOG: process.env.RUST_LOG || "info" } });
+  if (token) args.push("--auth-token", tokenName ? `${tokenName}:${token}` : token);
+  args.push(...extraArgs);
+  const child = spawn(bin, args, { stdio: ["ignore", out, out], env: { ...process.env, RUST_LOG: process.env.RUST_LOG || "info", ...env } });
   let exited = null;
   child.on("exit", (code, signal) => { exited = { code, signal }; });
   const base = `http://127.0.0.1:${port}`;

@@ -90,6 +90,7 @@ impl Service {
             .args(["--shutdown-grace-s", "10"])
             .env("RUST_LOG", &self.rust_log)
             .env_remove("TRAITOR_AUTH_TOKEN")
+            .env_remove("TRAITOR_AUTH_TOKEN_FILE")
             .env_remove("TRAITOR_WORKERS")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

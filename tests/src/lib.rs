@@ -344,6 +344,7 @@ pub fn request(script: &str, wall_ms: u64) -> supervisor::pool::RunRequest {
             ..protocol::Limits::default()
         },
         job: job("test"),
+        modules: Vec::new(),
     }
 }
 

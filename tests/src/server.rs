@@ -120,6 +120,7 @@ impl Server {
             .env("RUST_LOG", "info")
             .env("TRAITOR_NODE_NAME", &self.node)
             .env_remove("TRAITOR_AUTH_TOKEN")
+            .env_remove("TRAITOR_AUTH_TOKEN_FILE")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);
@@ -239,6 +240,38 @@ impl Server {
         let (status, v) = self.post("/api/run", body).await;
         assert_eq!(status, 200, "{v}");
         v["data"].as_str().expect("id").to_owned()
+    }
+
+    /// Creates a stopped timing job (`@yearly`) with `script`; returns its id. For tests
+    /// that run it with [`Server::run_now`].
+    pub async fn create_script_job(&self, script: &str) -> String {
+        let (status, v) = self
+            .post(
+                "/api/job?type=timing",
+                serde_json::json!({"cron": "@yearly", "script": script}),
+            )
+            .await;
+        assert_eq!(status, 200, "{v}");
+        v["data"].as_str().expect("id").to_owned()
+    }
+
+    /// Runs the job now (`POST /api/job/trigger`) and waits for that run to finish;
+    /// returns the run's detail, log included.
+    pub async fn run_now(&self, id: &str) -> Value {
+        let (status, v) = self
+            .post(&format!("/api/job/trigger?id={id}"), serde_json::json!({}))
+            .await;
+        assert_eq!(status, 200, "{v}");
+        let run_id = v["data"].as_str().expect("run id").to_owned();
+        self.eventually(
+            Duration::from_secs(15),
+            "the manual run to finish",
+            || async {
+                let (st, v) = self.get(&format!("/api/job/run?id={run_id}")).await;
+                (st == 200 && v["data"]["outcome"] != "running").then(|| v["data"].clone())
+            },
+        )
+        .await
     }
 
     /// The job's run history, newest first.

@@ -16,11 +16,13 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::AppState;
+use crate::backend::Actor;
 use crate::dto::*;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{JsonBody, Params};
 
-/// Every (path, method) this module, [`crate::occurrences`] and [`crate::debug`] serve,
+/// Every (path, method) this module, [`crate::occurrences`], [`crate::secrets`],
+/// [`crate::audit`] and [`crate::debug`] serve,
 /// plus the health check and the OpenAPI document. The UI's static files are not listed.
 pub const ROUTES: &[(&str, &str)] = &[
     ("/api/job", "post"),
@@ -55,6 +57,13 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("/api/secrets", "get"),
     ("/api/job/kv", "get"),
     ("/api/job/kv", "delete"),
+    ("/api/audit", "get"),
+    ("/api/module", "get"),
+    ("/api/module", "put"),
+    ("/api/module", "delete"),
+    ("/api/modules", "get"),
+    ("/api/module/versions", "get"),
+    ("/api/module/rollback", "post"),
 ];
 
 pub fn routes() -> Router<AppState> {
@@ -82,6 +91,8 @@ pub fn routes() -> Router<AppState> {
         .route("/api/openapi.json", get(openapi_json))
         .merge(crate::occurrences::routes())
         .merge(crate::secrets::routes())
+        .merge(crate::audit::routes())
+        .merge(crate::modules::routes())
 }
 
 /// The success envelope: `{"data": …}`.
@@ -121,6 +132,7 @@ fn exec_type_param(params: &Params) -> ApiResult<Option<ExecType>> {
 
 async fn create(
     state: &AppState,
+    actor: &Actor,
     params: &Params,
     input: JobInput,
     start: bool,
@@ -130,7 +142,10 @@ async fn create(
         (None, Some(_)) => None, // The backend reads it from the body.
         (None, None) => Some(infer_exec_type(&input)?),
     };
-    let id = state.backend.create_job(exec_type, input, start).await?;
+    let id = state
+        .backend
+        .create_job(actor, exec_type, input, start)
+        .await?;
     Ok(Json(Created {
         data: id.clone(),
         id,
@@ -159,10 +174,11 @@ fn infer_exec_type(input: &JobInput) -> ApiResult<ExecType> {
     ))]
 pub async fn create_job(
     State(state): State<AppState>,
+    actor: Actor,
     params: Params,
     JsonBody(input): JsonBody<JobInput>,
 ) -> ApiResult<Json<Created>> {
-    create(&state, &params, input, false).await
+    create(&state, &actor, &params, input, false).await
 }
 
 /// Create a job and start it in one call.
@@ -176,10 +192,11 @@ pub async fn create_job(
     ))]
 pub async fn run(
     State(state): State<AppState>,
+    actor: Actor,
     params: Params,
     JsonBody(input): JsonBody<JobInput>,
 ) -> ApiResult<Json<Created>> {
-    create(&state, &params, input, true).await
+    create(&state, &actor, &params, input, true).await
 }
 
 /// Change the fields present in the body; the merged job is validated first.
@@ -193,11 +210,12 @@ pub async fn run(
     ))]
 pub async fn update_job(
     State(state): State<AppState>,
+    actor: Actor,
     params: Params,
     JsonBody(patch): JsonBody<JobInput>,
 ) -> ApiResult<Json<Data<String>>> {
     let id = params.required("id")?;
-    state.backend.update_job(id, patch).await?;
+    state.backend.update_job(&actor, id, patch).await?;
     Ok(data(id.to_owned()))
 }
 
@@ -210,10 +228,11 @@ pub async fn update_job(
     ))]
 pub async fn delete_job(
     State(state): State<AppState>,
+    actor: Actor,
     params: Params,
 ) -> ApiResult<Json<Data<String>>> {
     let id = params.required("id")?;
-    state.backend.delete_job(id).await?;
+    state.backend.delete_job(&actor, id).await?;
     Ok(data(id.to_owned()))
 }
 
@@ -335,6 +354,7 @@ pub async fn get_script(
     ))]
 pub async fn set_script(
     State(state): State<AppState>,
+    actor: Actor,
     params: Params,
     JsonBody(input): JsonBody<ScriptInput>,
 ) -> ApiResult<Json<Data<String>>> {
@@ -342,7 +362,10 @@ pub async fn set_script(
     let script = input
         .script
         .ok_or_else(|| ApiError::invalid_field("script", "is required"))?;
-    state.backend.set_script(id, script, input.note).await?;
+    state
+        .backend
+        .set_script(&actor, id, script, input.note)
+        .await?;
     Ok(data(id.to_owned()))
 }
 
@@ -359,13 +382,14 @@ pub async fn set_script(
     ))]
 pub async fn enable(
     State(state): State<AppState>,
+    actor: Actor,
     params: Params,
 ) -> ApiResult<Json<Data<String>>> {
     let id = params.required("id")?;
     let on = params
         .bool("enable")?
         .ok_or_else(|| ApiError::MissingParameter("enable".into()))?;
-    state.backend.enable(id, on).await?;
+    state.backend.enable(&actor, id, on).await?;
     Ok(data(id.to_owned()))
 }
 
@@ -378,10 +402,11 @@ pub async fn enable(
     ))]
 pub async fn trigger(
     State(state): State<AppState>,
+    actor: Actor,
     params: Params,
 ) -> ApiResult<Json<Data<String>>> {
     let id = params.required("id")?;
-    Ok(data(state.backend.run_now(id).await?))
+    Ok(data(state.backend.run_now(&actor, id).await?))
 }
 
 /// A job's run history, newest first.

@@ -3,74 +3,100 @@
 //! The service runs user code by design, so an open port is remote code execution:
 //! - with no token configured, only loopback peers are served, and only under a loopback
 //!   `Host` (so a web page cannot reach us through DNS rebinding);
-//! - with a token, everything under `/api` needs `Authorization: Bearer <token>`
-//!   (`/api/debug` also takes `?token=`, since browsers cannot set headers on a
-//!   WebSocket), and so does `/metrics`; `/healthz`, `/readyz` and the UI's static
-//!   files stay open;
+//! - with tokens ([`crate::tokens`]), everything under `/api` needs
+//!   `Authorization: Bearer <secret>` of one of them (`/api/debug` also takes `?token=`,
+//!   since browsers cannot set headers on a WebSocket), and so does `/metrics`;
+//!   `/healthz`, `/readyz` and the UI's static files stay open;
 //! - a browser request to `/api` whose `Origin` is not this server is refused, which
 //!   keeps cross-site pages from driving the API or the debug socket.
+//!
+//! A request it lets through carries its [`Actor`] in its extensions: the name of the
+//! token it presented, or `local` for a loopback client of a server without tokens.
+//! Handlers that change something take it with the `Actor` extractor and hand it to
+//! the backend, which records it in the audit log.
 //!
 //! This module decides access only; it never looks at what a request asks for.
 
 use std::net::{IpAddr, SocketAddr};
 
-use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderMap, header};
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::http::{HeaderMap, header, request::Parts};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use subtle::ConstantTimeEq;
 
 use crate::AppState;
+use crate::backend::Actor;
 use crate::error::ApiError;
 use crate::extract::Params;
+use crate::tokens::{LOCAL_ACTOR, identify};
 
-pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
+pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     match check(&state, &req) {
-        Ok(()) => next.run(req).await,
+        Ok(actor) => {
+            if let Some(actor) = actor {
+                req.extensions_mut().insert(actor);
+            }
+            next.run(req).await
+        }
         Err(e) => e.into_response(),
     }
 }
 
-fn check(state: &AppState, req: &Request) -> Result<(), ApiError> {
+/// Who is asking, when the route needs to know (`None` for the open routes of a server
+/// with tokens), or why the request is refused.
+fn check(state: &AppState, req: &Request) -> Result<Option<Actor>, ApiError> {
     let path = req.uri().path();
     let is_api = path == "/api" || path.starts_with("/api/");
-    match &state.config.auth_token {
-        None => {
-            // Without ConnectInfo we cannot know the peer: refuse rather than guess.
-            let peer = req
-                .extensions()
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|ConnectInfo(addr)| addr.ip());
-            if !peer.is_some_and(is_loopback) || !host_is_loopback(req.headers()) {
-                return Err(ApiError::LoopbackOnly);
-            }
+    let tokens = &state.config.auth_tokens;
+    let actor = if tokens.is_empty() {
+        // Without ConnectInfo we cannot know the peer: refuse rather than guess.
+        let peer = req
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| addr.ip());
+        if !peer.is_some_and(is_loopback) || !host_is_loopback(req.headers()) {
+            return Err(ApiError::LoopbackOnly);
         }
-        Some(token) if is_api || path == "/metrics" => {
-            let presented = bearer(req.headers()).map(str::to_owned).or_else(|| {
-                // Only the debug socket takes the token in the URL.
-                (path == "/api/debug")
-                    .then(|| Params::from_uri(req.uri()).ok())
-                    .flatten()
-                    .and_then(|p| p.get("token").map(str::to_owned))
-            });
-            match presented {
-                None => {
-                    return Err(ApiError::Unauthorized(
-                        "this server needs `Authorization: Bearer <token>`".into(),
-                    ));
-                }
-                Some(p) if !token_matches(&p, token) => {
-                    return Err(ApiError::Unauthorized("wrong auth token".into()));
-                }
-                Some(_) => {}
-            }
+        Some(Actor(LOCAL_ACTOR.to_owned()))
+    } else if is_api || path == "/metrics" {
+        let presented = bearer(req.headers()).map(str::to_owned).or_else(|| {
+            // Only the debug socket takes the token in the URL.
+            (path == "/api/debug")
+                .then(|| Params::from_uri(req.uri()).ok())
+                .flatten()
+                .and_then(|p| p.get("token").map(str::to_owned))
+        });
+        let Some(presented) = presented else {
+            return Err(ApiError::Unauthorized(
+                "this server needs `Authorization: Bearer <token>`".into(),
+            ));
+        };
+        match identify(tokens, &presented) {
+            Some(name) => Some(Actor(name.to_owned())),
+            None => return Err(ApiError::Unauthorized("wrong auth token".into())),
         }
-        Some(_) => {}
-    }
+    } else {
+        None
+    };
     if is_api {
         check_origin(req.headers())?;
     }
-    Ok(())
+    Ok(actor)
+}
+
+/// The caller, as the guard identified it. Only routes under `/api` (and `/metrics`)
+/// have one; asking for it elsewhere is a fault of this crate.
+impl<S: Send + Sync> FromRequestParts<S> for Actor {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts.extensions.get::<Actor>().cloned().ok_or_else(|| {
+            ApiError::Internal(anyhow::anyhow!(
+                "no caller identity on {}: the auth guard did not run",
+                parts.uri.path()
+            ))
+        })
+    }
 }
 
 fn is_loopback(ip: IpAddr) -> bool {
@@ -83,11 +109,6 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme
         .eq_ignore_ascii_case("bearer")
         .then_some(token.trim())
-}
-
-/// Compares in time independent of where the first difference is.
-fn token_matches(presented: &str, expected: &str) -> bool {
-    presented.as_bytes().ct_eq(expected.as_bytes()).into()
 }
 
 /// The host part of a `Host` header or an origin's authority: `[::1]:80` → `::1`.
@@ -201,7 +222,5 @@ mod tests {
     fn bearer_tokens() {
         let h = headers(&[(header::AUTHORIZATION, "bearer  s3cret ")]);
         assert_eq!(bearer(&h), Some("s3cret"));
-        assert!(token_matches("s3cret", "s3cret"));
-        assert!(!token_matches("s3cre", "s3cret"));
     }
 }

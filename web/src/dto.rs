@@ -296,6 +296,38 @@ pub struct SecretView {
     pub jobs: Vec<String>,
 }
 
+/// Body of `PUT /api/module`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub struct ModuleInput {
+    /// JavaScript, at most 1 MiB: an ES module (`export …`) or CommonJS
+    /// (`module.exports = …`).
+    pub source: Option<String>,
+    /// What changed; kept with the version.
+    pub note: Option<String>,
+}
+
+/// A shared module: its current version (with the source when one module is asked
+/// for), or one of its versions.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ModuleView {
+    pub name: String,
+    pub version: u64,
+    pub note: String,
+    /// Length of the source in bytes.
+    pub bytes: u64,
+    /// When the module was first saved (absent for a single old version).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<DateTime<Utc>>,
+    /// When this version was saved.
+    pub updated_at: DateTime<Utc>,
+    /// This is the module's current version.
+    pub current: bool,
+    /// The source; absent in listings.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+}
+
 /// One entry of a job's key-value store.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct KvEntryView {
@@ -454,7 +486,9 @@ pub struct RunQuery {
 #[serde(rename_all = "camelCase")]
 pub struct RunPage {
     pub items: Vec<RunView>,
-    /// Pass as `before` to get the next (older) page; `null` at the end.
+    /// Pass as `before` to get the next (older) page; `null` at the end. A page holds
+    /// every run of its oldest instant (the attempts of an occurrence share one), so it
+    /// may be longer than `limit`.
     pub next_before: Option<DateTime<Utc>>,
 }
 

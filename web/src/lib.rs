@@ -15,22 +15,26 @@
 //! it, a router with no auth token refuses every request.
 
 mod api;
+pub mod audit;
 mod auth;
 pub mod backend;
 mod debug;
 pub mod dto;
 pub mod error;
 mod extract;
+mod modules;
 mod occurrences;
 pub mod openapi;
 mod ops;
 mod secrets;
+pub mod tokens;
 mod ui;
 
 pub use api::ROUTES;
-pub use backend::{Backend, DebugSession, ServiceError, ServiceResult};
+pub use backend::{Actor, Backend, DebugSession, ServiceError, ServiceResult};
 pub use error::{ApiError, ErrorBody};
 pub use ops::{METRICS_CONTENT_TYPE, ROUTES as OPS_ROUTES, Readiness, ReadinessCheck};
+pub use tokens::AuthToken;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -49,9 +53,11 @@ use tower_http::trace::TraceLayer;
 #[derive(Debug, Clone)]
 pub struct WebConfig {
     pub addr: SocketAddr,
-    /// When set, every API call and the debug socket need `Authorization: Bearer <token>`
-    /// (the socket also accepts `?token=`). When unset, only loopback clients are served.
-    pub auth_token: Option<String>,
+    /// When any, every API call and the debug socket need `Authorization: Bearer
+    /// <secret>` of one of them (the socket also accepts `?token=`), and the token's name
+    /// is the caller's identity. When none, only loopback clients are served. Names and
+    /// secrets must be unique ([`tokens::check_unique`]).
+    pub auth_tokens: Vec<AuthToken>,
     /// Largest request body accepted, bytes.
     pub max_body_bytes: usize,
 }
@@ -119,7 +125,7 @@ pub async fn serve_on(
     let addr = listener
         .local_addr()
         .context("read the HTTP listener's address")?;
-    if config.auth_token.is_none() {
+    if config.auth_tokens.is_empty() {
         tracing::warn!(
             %addr,
             "no auth token configured (TRAITOR_AUTH_TOKEN): serving clients on this machine only"

@@ -11,6 +11,7 @@ use axum::routing::{get, post};
 
 use crate::AppState;
 use crate::api::{ApiResult, Data, data};
+use crate::backend::Actor;
 use crate::dto::*;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Params, parse_json};
@@ -88,6 +89,7 @@ pub async fn version(
     ))]
 pub async fn rollback(
     State(state): State<AppState>,
+    actor: Actor,
     params: Params,
     body: axum::body::Bytes,
 ) -> ApiResult<Json<Data<u64>>> {
@@ -98,7 +100,9 @@ pub async fn rollback(
     } else {
         parse_json::<RollbackInput>(&body)?.note
     };
-    Ok(data(state.backend.rollback_script(id, v, note).await?))
+    Ok(data(
+        state.backend.rollback_script(&actor, id, v, note).await?,
+    ))
 }
 
 /// What a job would fire in a window, and what a restart now would catch up.
@@ -134,10 +138,14 @@ pub async fn plan(
         (status = 400, description = "Bad or past instant", body = ErrorBody),
         (status = 404, description = "Unknown id", body = ErrorBody),
     ))]
-pub async fn pause(State(state): State<AppState>, params: Params) -> ApiResult<Json<Data<String>>> {
+pub async fn pause(
+    State(state): State<AppState>,
+    actor: Actor,
+    params: Params,
+) -> ApiResult<Json<Data<String>>> {
     let id = params.required("id")?;
     let until = required_instant(&params, "until")?;
-    state.backend.pause(id, until).await?;
+    state.backend.pause(&actor, id, until).await?;
     Ok(data(id.to_owned()))
 }
 
@@ -150,10 +158,11 @@ pub async fn pause(State(state): State<AppState>, params: Params) -> ApiResult<J
     ))]
 pub async fn resume(
     State(state): State<AppState>,
+    actor: Actor,
     params: Params,
 ) -> ApiResult<Json<Data<String>>> {
     let id = params.required("id")?;
-    state.backend.resume(id).await?;
+    state.backend.resume(&actor, id).await?;
     Ok(data(id.to_owned()))
 }
 
@@ -172,12 +181,13 @@ pub async fn resume(
     ))]
 pub async fn backfill(
     State(state): State<AppState>,
+    actor: Actor,
     params: Params,
 ) -> ApiResult<Json<Data<BackfillView>>> {
     let id = params.required("id")?;
     let from = required_instant(&params, "from")?;
     let to = required_instant(&params, "to")?;
-    Ok(data(state.backend.backfill(id, from, to).await?))
+    Ok(data(state.backend.backfill(&actor, id, from, to).await?))
 }
 
 /// The occurrence ledger: every occurrence once, with its attempts, newest first.

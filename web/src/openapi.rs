@@ -11,9 +11,11 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::api;
+use crate::audit;
 use crate::debug;
 use crate::dto::*;
 use crate::error::ErrorBody;
+use crate::modules;
 use crate::occurrences;
 use crate::ops;
 use crate::secrets;
@@ -23,9 +25,10 @@ use crate::secrets;
     info(
         title = "Traitor",
         description = "Cron and delay jobs whose bodies are JavaScript. Success bodies are \
-                       `{\"data\": …}`; errors are `{\"error\", \"code\", \"field\"?}`. With an \
-                       auth token configured, every `/api` call needs `Authorization: Bearer \
-                       <token>`; without one, only loopback clients are served."
+                       `{\"data\": …}`; errors are `{\"error\", \"code\", \"field\"?}`. With \
+                       API tokens configured, every `/api` call needs `Authorization: Bearer \
+                       <secret>` of one of them, whose name the audit log records; without \
+                       any, only loopback clients are served."
     ),
     paths(
         api::create_job,
@@ -62,6 +65,13 @@ use crate::secrets;
         secrets::delete_secret,
         secrets::kv_list,
         secrets::kv_delete,
+        audit::list,
+        modules::put_module,
+        modules::list_modules,
+        modules::get_module,
+        modules::module_versions,
+        modules::rollback_module,
+        modules::delete_module,
     ),
     components(schemas(
         ErrorBody,
@@ -91,6 +101,10 @@ use crate::secrets;
         SecretInput,
         SecretView,
         KvEntryView,
+        audit::AuditEntryView,
+        audit::AuditPage,
+        ModuleInput,
+        ModuleView,
     )),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
@@ -100,6 +114,8 @@ use crate::secrets;
         (name = "runs", description = "Run history"),
         (name = "service", description = "Health, readiness, metrics and this document"),
         (name = "secrets", description = "Secrets granted to jobs (values never returned)"),
+        (name = "audit", description = "Who changed which job, script or secret, and what changed"),
+        (name = "modules", description = "Shared JavaScript modules that scripts load by name"),
     )
 )]
 struct ApiDoc;

@@ -12,6 +12,7 @@ use axum::routing::get;
 
 use crate::AppState;
 use crate::api::{ApiResult, Data, data};
+use crate::backend::Actor;
 use crate::dto::*;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{JsonBody, Params};
@@ -38,6 +39,7 @@ pub fn routes() -> Router<AppState> {
     ))]
 pub async fn put_secret(
     State(state): State<AppState>,
+    actor: Actor,
     params: Params,
     JsonBody(input): JsonBody<SecretInput>,
 ) -> ApiResult<Json<Data<bool>>> {
@@ -46,7 +48,7 @@ pub async fn put_secret(
         field: "value".into(),
         message: "the secret's value is required".into(),
     })?;
-    state.backend.put_secret(name, value).await?;
+    state.backend.put_secret(&actor, name, value).await?;
     Ok(data(true))
 }
 
@@ -67,10 +69,11 @@ pub async fn list_secrets(State(state): State<AppState>) -> ApiResult<Json<Data<
     ))]
 pub async fn delete_secret(
     State(state): State<AppState>,
+    actor: Actor,
     params: Params,
 ) -> ApiResult<Json<Data<bool>>> {
     let name = params.required("name")?;
-    state.backend.delete_secret(name).await?;
+    state.backend.delete_secret(&actor, name).await?;
     Ok(data(true))
 }
 
@@ -101,10 +104,11 @@ pub async fn kv_list(
     ))]
 pub async fn kv_delete(
     State(state): State<AppState>,
+    actor: Actor,
     params: Params,
 ) -> ApiResult<Json<Data<bool>>> {
     let id = params.required("id")?;
     let key = params.required("key")?;
-    state.backend.kv_delete(id, key).await?;
+    state.backend.kv_delete(&actor, id, key).await?;
     Ok(data(true))
 }

@@ -17,23 +17,31 @@ import { searchKeymap, highlightSelectionMatches } from "@codemirror/search";
 import { closeBrackets, closeBracketsKeymap } from "@codemirror/autocomplete";
 import { parse } from "acorn";
 
-/** Syntax errors of a script, as CodeMirror diagnostics, found by acorn (no eval). */
+/**
+ * Syntax errors of a script or shared module, as CodeMirror diagnostics, found by acorn
+ * (no eval). A text with `import` or `export` is an ES module (scripts and modules may
+ * be either), so it is parsed as a script and, failing that, as a module; when both
+ * fail, the error of the parse that got further is the one shown.
+ */
 export function checkSyntax(text) {
-  try {
-    parse(text, {
-      ecmaVersion: "latest",
-      sourceType: "script",
-      allowAwaitOutsideFunction: true,
-      allowHashBang: true,
-    });
-    return [];
-  } catch (e) {
-    if (typeof e.pos !== "number") return [];
-    const from = Math.min(e.pos, text.length);
-    const to = Math.min(from + 1, text.length);
-    const message = String(e.message).replace(/\s*\(\d+:\d+\)$/, "");
-    return [{ from, to: Math.max(to, from), severity: "error", source: "syntax", message }];
-  }
+  const attempt = (sourceType) => {
+    try {
+      parse(text, { ecmaVersion: "latest", sourceType, allowAwaitOutsideFunction: true, allowHashBang: true });
+      return null;
+    } catch (e) {
+      return e;
+    }
+  };
+  const asScript = attempt("script");
+  if (!asScript) return [];
+  const asModule = attempt("module");
+  if (!asModule) return [];
+  const e = typeof asModule.pos === "number" && !(asModule.pos <= asScript.pos) ? asModule : asScript;
+  if (typeof e.pos !== "number") return [];
+  const from = Math.min(e.pos, text.length);
+  const to = Math.min(from + 1, text.length);
+  const message = String(e.message).replace(/\s*\(\d+:\d+\)$/, "");
+  return [{ from, to: Math.max(to, from), severity: "error", source: "syntax", message }];
 }
 
 

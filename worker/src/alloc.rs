@@ -89,13 +89,13 @@ impl MemStats {
 /// once the run it belongs to must stop.
 pub(crate) struct CountingAllocator {
     stats: Rc<MemStats>,
-    host: Option<Rc<RunHost>>,
+    host: Option<std::sync::Arc<RunHost>>,
     countdown: u32,
     stopping: bool,
 }
 
 impl CountingAllocator {
-    pub(crate) fn new(stats: Rc<MemStats>, host: Option<Rc<RunHost>>) -> Self {
+    pub(crate) fn new(stats: Rc<MemStats>, host: Option<std::sync::Arc<RunHost>>) -> Self {
         Self {
             stats,
             host,

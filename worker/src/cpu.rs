@@ -1,5 +1,6 @@
-//! Per-run CPU accounting: runs interleave on the worker's single thread, so a run's
-//! CPU time is the thread CPU time spent inside polls of that run's future.
+//! Per-run CPU accounting: a run's CPU time is the thread CPU time spent inside polls
+//! of that run's future (each run has a thread of its own; counting polls only keeps
+//! the runtime's idle bookkeeping out of the figure).
 //!
 //! Must not: use process-wide clocks (other runs' time would be charged) or block.
 

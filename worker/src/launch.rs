@@ -58,8 +58,14 @@ fn socket_fd() -> Result<RawFd, String> {
     Ok(fd)
 }
 
+/// At most this many malloc arenas: each run has a thread, and glibc would otherwise
+/// reserve 64 MiB of address space per arena (up to 8 per CPU) against `RLIMIT_AS`.
+const MALLOC_ARENAS: i32 = 2;
+
 /// The whole life of the worker process; returns its exit status.
 pub fn run_worker() -> i32 {
+    // SAFETY: mallopt only sets an allocator parameter; called before any thread.
+    unsafe { libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS) };
     let fd = match socket_fd() {
         Ok(fd) => fd,
         Err(msg) => return refuse(&msg),

@@ -23,6 +23,7 @@ mod plugin;
 mod run;
 pub mod sandbox;
 pub mod serve;
+mod threads;
 
 pub use serve::{Options, Sandbox, ServeError, serve, serve_with};
 

@@ -12,6 +12,7 @@
 
 use std::cell::Cell;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use protocol::{Outcome, RunEnd, ScriptError, StartRun, WorkerMessage};
@@ -50,7 +51,7 @@ enum Finish {
 }
 
 /// Runs one script to its end and returns the frame that reports it.
-pub(crate) async fn run(start: StartRun, host: Rc<RunHost>) -> RunEnd {
+pub(crate) async fn run(start: StartRun, host: Arc<RunHost>) -> RunEnd {
     let cpu_ns = Rc::new(Cell::new(0u64));
     let mem = MemStats::new(usize::try_from(start.limits.memory_bytes).unwrap_or(usize::MAX));
     let wall = Duration::from_millis(start.limits.wall_ms);
@@ -89,7 +90,7 @@ pub(crate) async fn run(start: StartRun, host: Rc<RunHost>) -> RunEnd {
 /// Builds the run's runtime and drives the script. `Err` only for set-up failures.
 async fn execute(
     start: &StartRun,
-    host: &Rc<RunHost>,
+    host: &Arc<RunHost>,
     mem: &Rc<MemStats>,
 ) -> rquickjs::Result<Finish> {
     let rt = AsyncRuntime::new_with_alloc(CountingAllocator::new(mem.clone(), Some(host.clone())))?;
@@ -110,7 +111,7 @@ async fn execute(
         },
     )))
     .await;
-    rt.set_loader(modules::BuiltinOnly, modules::BuiltinOnly)
+    rt.set_loader(modules::ScriptModules, modules::ScriptModules)
         .await;
     let ctx = AsyncContext::custom::<Intrinsics>(&rt).await?;
     let finish = ctx
@@ -149,8 +150,8 @@ fn drain_jobs(ctx: &Ctx<'_>, host: &RunHost) {
     }
 }
 
-async fn event_loop<'js>(ctx: Ctx<'js>, start: &StartRun, host: &Rc<RunHost>) -> Finish {
-    if let Err(e) = engine::install(&ctx, host.clone(), &start.job) {
+async fn event_loop<'js>(ctx: Ctx<'js>, start: &StartRun, host: &Arc<RunHost>) -> Finish {
+    if let Err(e) = engine::install(&ctx, host.clone(), &start.job, &start.modules) {
         return failed(&ctx, host, e);
     }
     host.send(WorkerMessage::Started {

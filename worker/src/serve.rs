@@ -1,6 +1,9 @@
 //! The worker's main loop over any byte stream: the handshake, then one reader that
-//! decodes [`SupervisorMessage`]s, one writer that batches [`WorkerMessage`]s, and any
-//! number of concurrent runs, all on one thread (a tokio `LocalSet`).
+//! decodes [`SupervisorMessage`]s and one writer that batches [`WorkerMessage`]s, on
+//! the main thread (a tokio `LocalSet`), and any number of concurrent runs, each on a
+//! thread of its own ([`crate::threads`]): a script that keeps its CPU busy cannot hold
+//! up the others, nor the console lines they stream (the kernel shares the CPUs among
+//! the threads).
 //!
 //! Generic over `AsyncRead`/`AsyncWrite` so the whole exchange is testable in memory;
 //! the binary hands it the fd-3 socket ([`crate::launch`]).
@@ -9,17 +12,17 @@
 //! QuickJS warmed up → sandbox applied → runs.
 //!
 //! Must not: panic on peer data (a malformed frame ends `serve` with an error), start
-//! a run before the sandbox is in force, or write frames anywhere but the writer task.
+//! a run before the sandbox is in force, or write frames anywhere but the writer task
+//! (runs queue theirs on its channel).
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::rc::Rc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use protocol::{
-    FrameError, PROTOCOL_VERSION, RunId, StartRun, SupervisorMessage, WorkerMessage,
-    read_frame_async, write_frame_async,
+    FrameError, Outcome, PROTOCOL_VERSION, RunEnd, RunId, ScriptError, StartRun, SupervisorMessage,
+    WorkerMessage, read_frame_async, write_frame_async,
 };
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
@@ -27,6 +30,7 @@ use tokio::task::LocalSet;
 
 use crate::engine::{Outbox, RunHost};
 use crate::plugin::Plugins;
+use crate::threads::{Job, RunThreads};
 use crate::{run, sandbox};
 
 /// Whether to lock the process down with seccomp after the handshake.
@@ -96,7 +100,11 @@ impl ServeError {
 }
 
 /// The live runs, by id: how replies and cancels find their run.
-type Runs = Rc<RefCell<HashMap<RunId, Rc<RunHost>>>>;
+type Runs = Arc<Mutex<HashMap<RunId, Arc<RunHost>>>>;
+
+fn lock(runs: &Runs) -> MutexGuard<'_, HashMap<RunId, Arc<RunHost>>> {
+    runs.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// Speaks the worker side of the protocol until `Shutdown` or end of stream (`Ok`), or
 /// a broken stream (`Err`). Runs its own `LocalSet`, so it needs only a current-thread
@@ -164,7 +172,7 @@ where
         Err(e) => return Err(ServeError::Handshake(e.to_string())),
     }
 
-    let plugins = Rc::new(match &opts.plugin_dir {
+    let plugins = Arc::new(match &opts.plugin_dir {
         Some(dir) => Plugins::load_dir(dir),
         None => Plugins::default(),
     });
@@ -175,25 +183,28 @@ where
 
     let (out, rx) = mpsc::unbounded_channel();
     tokio::task::spawn_local(write_loop(writer, rx));
-    let runs: Runs = Rc::new(RefCell::new(HashMap::new()));
+    let runs: Runs = Arc::new(Mutex::new(HashMap::new()));
+    let threads = RunThreads::new(THREAD_STACK);
     loop {
         let msg = match read_frame_async::<SupervisorMessage, _>(&mut reader).await? {
             Some(m) => m,
             None => return Ok(()),
         };
         match msg {
-            SupervisorMessage::StartRun(start) => start_run(start, &runs, &out, &plugins),
+            SupervisorMessage::StartRun(start) => {
+                start_run(start, &runs, &out, &plugins, &threads);
+            }
             SupervisorMessage::HostReply {
                 run_id,
                 call_id,
                 result,
             } => {
-                if let Some(host) = runs.borrow().get(&run_id) {
+                if let Some(host) = lock(&runs).get(&run_id) {
                     host.push_reply(call_id, result);
                 }
             }
             SupervisorMessage::Cancel { run_id } => {
-                if let Some(host) = runs.borrow().get(&run_id) {
+                if let Some(host) = lock(&runs).get(&run_id) {
                     host.stop(crate::engine::Stop::Cancelled);
                 }
             }
@@ -215,27 +226,62 @@ fn message_name(m: &SupervisorMessage) -> &'static str {
     }
 }
 
-fn start_run(start: StartRun, runs: &Runs, out: &Outbox, plugins: &Rc<Plugins>) {
+/// The largest stack limit a script gets (`Limits::stack_bytes` is capped to it).
+const MAX_SCRIPT_STACK: u64 = 1024 * 1024;
+/// A run thread's stack: the script's largest plus room for the Rust frames around it.
+const THREAD_STACK: usize = 2 * 1024 * 1024;
+
+fn start_run(
+    mut start: StartRun,
+    runs: &Runs,
+    out: &Outbox,
+    plugins: &Arc<Plugins>,
+    threads: &RunThreads,
+) {
     let run_id = start.run_id;
-    if runs.borrow().contains_key(&run_id) {
+    if lock(runs).contains_key(&run_id) {
         eprintln!("traitor-worker: ignoring a second StartRun for live run {run_id}");
         return;
     }
     let deadline = Instant::now() + Duration::from_millis(start.limits.wall_ms);
-    let host = Rc::new(RunHost::new(
+    let host = Arc::new(RunHost::new(
         run_id,
         out.clone(),
         start.limits.output_bytes,
         deadline,
         plugins.clone(),
     ));
-    runs.borrow_mut().insert(run_id, host.clone());
-    let runs = runs.clone();
-    tokio::task::spawn_local(async move {
-        let end = run::run(start, host.clone()).await;
-        runs.borrow_mut().remove(&run_id);
-        host.send(WorkerMessage::RunEnd(end));
+    lock(runs).insert(run_id, host.clone());
+    start.limits.stack_bytes = start.limits.stack_bytes.min(MAX_SCRIPT_STACK);
+    let (thread_runs, thread_host) = (runs.clone(), host.clone());
+    let job: Job = Box::new(move |rt| {
+        let end = match rt {
+            Some(rt) => rt.block_on(run::run(start, thread_host.clone())),
+            None => not_started(run_id, "the run's thread has no runtime"),
+        };
+        lock(&thread_runs).remove(&run_id);
+        thread_host.send(WorkerMessage::RunEnd(end));
     });
+    if let Err((_job, e)) = threads.submit(job) {
+        lock(runs).remove(&run_id);
+        host.send(WorkerMessage::RunEnd(not_started(
+            run_id,
+            &format!("could not start a thread for the run: {e}"),
+        )));
+    }
+}
+
+fn not_started(run_id: RunId, why: &str) -> RunEnd {
+    RunEnd {
+        run_id,
+        outcome: Outcome::Failed,
+        error: Some(ScriptError {
+            message: format!("InternalError: {why}"),
+            stack: None,
+        }),
+        cpu_time_us: 0,
+        peak_memory_bytes: 0,
+    }
 }
 
 /// Writes every queued frame, then flushes once: one syscall for a burst of frames.

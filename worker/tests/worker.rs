@@ -79,6 +79,16 @@ impl Sup {
     }
 
     async fn start_run(&mut self, script: &str, limits: Limits) -> u64 {
+        self.start_run_with_modules(script, limits, Vec::new())
+            .await
+    }
+
+    async fn start_run_with_modules(
+        &mut self,
+        script: &str,
+        limits: Limits,
+        modules: Vec<protocol::SharedModule>,
+    ) -> u64 {
         let run_id = self.next_run;
         self.next_run += 1;
         self.send(&SupervisorMessage::StartRun(StartRun {
@@ -93,6 +103,7 @@ impl Sup {
                 attempt: 2,
                 secrets: protocol::SecretValues(vec![("API_TOKEN".into(), "tok-123".into())]),
             },
+            modules,
         }))
         .await;
         run_id
@@ -1046,6 +1057,7 @@ fn sandboxed_binary_runs_scripts() {
             script: script.into(),
             limits: limits(),
             job: JobContext::default(),
+            modules: Vec::new(),
         }),
     )
     .expect("start");
@@ -1089,6 +1101,7 @@ fn sandboxed_binary_runs_scripts() {
                 ..Limits::default()
             },
             job: JobContext::default(),
+            modules: Vec::new(),
         }),
     )
     .expect("start");
@@ -1110,4 +1123,183 @@ fn sandboxed_binary_runs_scripts() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+fn shared(specifier: &str, version: u64, source: &str) -> protocol::SharedModule {
+    protocol::SharedModule {
+        specifier: specifier.into(),
+        version,
+        source: source.into(),
+    }
+}
+
+/// Runs `script` alone on a fresh worker, with these shared modules.
+async fn run_with_modules(script: &str, modules: Vec<protocol::SharedModule>) -> Done {
+    let (mut sup, _h) = Sup::start().await;
+    let id = sup.start_run_with_modules(script, limits(), modules).await;
+    sup.finish(id, no_network).await
+}
+
+#[test]
+fn shared_modules_load_with_require_import_and_dynamic_import() {
+    local(async {
+        let modules = vec![
+            shared(
+                "greet",
+                3,
+                "let calls = 0;\nexports.hello = (who) => `hello ${who} #${++calls}`;\nexports.default = 'ignored';",
+            ),
+            shared(
+                "math",
+                1,
+                "import { hello } from 'greet';\nexport const twice = (n) => n * 2;\nexport default hello('math');",
+            ),
+            shared("greet@1", 1, "module.exports = () => 'old greet';"),
+        ];
+        let done = run_with_modules(
+            r#"
+            import greet, { hello } from 'greet';
+            import mathDefault, { twice } from 'math';
+            console.log(hello('a'));
+            console.log(require('greet').hello('b'), greet === require('greet'));
+            console.log(mathDefault, twice(21));
+            const ns = require('math');
+            console.log(ns.twice(2), ns.default);
+            console.log((await import('math')).twice(5));
+            console.log(require('greet@1')());
+            console.log(require('greet').version === undefined, typeof module);
+        "#,
+            modules,
+        )
+        .await;
+        assert_eq!(done.outcome(), Outcome::Succeeded, "{:?}", done.end());
+        assert_eq!(
+            done.texts(),
+            [
+                "hello a #2",
+                "hello b #3 true",
+                "hello math #1 42",
+                "4 hello math #1",
+                "10",
+                "old greet",
+                "true undefined",
+            ],
+            "one instance of each module per run, shared by every way of loading it"
+        );
+    });
+}
+
+#[test]
+fn a_shared_module_that_throws_fails_the_require_with_its_own_stack() {
+    local(async {
+        let modules = vec![
+            shared(
+                "bad",
+                1,
+                "const x = 1;\nthrow new Error('bad module ' + x);",
+            ),
+            shared(
+                "cycle-a",
+                1,
+                "exports.a = 1;\nconst b = require('cycle-b');\nexports.sum = () => exports.a + b.b;",
+            ),
+            shared(
+                "cycle-b",
+                1,
+                "const a = require('cycle-a');\nexports.b = 2;\nexports.sawA = a.a;",
+            ),
+            shared(
+                "awaits",
+                1,
+                "export const v = await new Promise((r) => setTimeout(() => r(7), 1));",
+            ),
+            shared("broken", 1, "export const = ;"),
+        ];
+        let done = run_with_modules(
+            r#"
+            try { require('bad') } catch (e) { console.log(e.message, e.stack.includes('bad:2')) }
+            try { require('bad') } catch (e) { console.log('again:', e.message) }
+            const a = require('cycle-a');
+            console.log(a.sum(), require('cycle-b').sawA);
+            try { require('awaits') } catch (e) { console.log(e.message.includes('awaits at top level')) }
+            console.log((await import('awaits')).v);
+            try { require('broken') } catch (e) { console.log(e.name) }
+            try { require('missing') } catch (e) { console.log(e.code, e.message) }
+        "#,
+            modules,
+        )
+        .await;
+        assert_eq!(done.outcome(), Outcome::Succeeded, "{:?}", done.end());
+        assert_eq!(
+            done.texts(),
+            [
+                "bad module 1 true",
+                "again: bad module 1",
+                "3 1",
+                "true",
+                "7",
+                "SyntaxError",
+                "MODULE_NOT_FOUND Cannot find module 'missing'",
+            ]
+        );
+    });
+}
+
+#[test]
+fn a_script_cannot_replace_the_require_that_modules_use() {
+    local(async {
+        let modules = vec![
+            shared(
+                "lib",
+                1,
+                "module.exports = { value: 42, nested: require('other').n };",
+            ),
+            shared("other", 1, "exports.n = 1;"),
+        ];
+        let done = run_with_modules(
+            r#"
+            globalThis.require = () => 'hijacked';
+            try { globalThis.__traitor_require = null } catch (e) { console.log(e.name) }
+            const lib = await import('lib');
+            console.log(lib.value, lib.nested, lib.default.value);
+        "#,
+            modules,
+        )
+        .await;
+        assert_eq!(done.outcome(), Outcome::Succeeded, "{:?}", done.end());
+        assert_eq!(done.texts(), ["TypeError", "42 1 42"]);
+    });
+}
+
+#[test]
+fn a_run_that_keeps_its_cpu_busy_does_not_hold_up_another_run_on_the_same_worker() {
+    local(async {
+        let (mut sup, _h) = Sup::start().await;
+        let hog = sup
+            .start_run(
+                "console.log('hogging'); for (;;) {}",
+                Limits {
+                    wall_ms: 3_000,
+                    ..Limits::default()
+                },
+            )
+            .await;
+        // Started after the hog is spinning, with a shorter limit than the hog's: it
+        // succeeds only if it runs while the hog still spins.
+        let polite = sup
+            .start_run(
+                "await new Promise((r) => setTimeout(r, 50)); console.log('polite done');",
+                Limits {
+                    wall_ms: 1_000,
+                    ..Limits::default()
+                },
+            )
+            .await;
+        let done = sup.finish(polite, no_network).await;
+        assert_eq!(done.outcome(), Outcome::Succeeded, "{:?}", done.end());
+        assert_eq!(done.texts(), ["polite done"]);
+        let hog = sup.finish(hog, no_network).await;
+        assert_eq!(hog.outcome(), Outcome::TimedOut);
+        assert_eq!(hog.texts(), ["hogging"]);
+    });
 }

@@ -2,7 +2,8 @@
 //! `/metrics`. Written by the host-call path, read by the metrics renderer.
 //!
 //! Per-job counts are kept for at most [`MAX_JOBS`] jobs (label cardinality); requests of
-//! further jobs still count in the totals. This module counts only: it decides nothing.
+//! further jobs still count in the totals; a deleted job's counts are dropped. This
+//! module counts only: it decides nothing.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -46,6 +47,12 @@ impl EgressCounters {
             bump(&mut e);
             jobs.insert(job_id.to_owned(), e);
         }
+    }
+
+    /// Drops a deleted job's counts (its label leaves `/metrics`, and its place goes to
+    /// another job).
+    pub fn forget(&self, job_id: &str) {
+        self.per_job.lock().remove(job_id);
     }
 
     /// (allowed, denied) since start.

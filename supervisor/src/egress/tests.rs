@@ -242,3 +242,26 @@ fn counters_count_per_job_and_in_total() {
         }
     );
 }
+
+#[test]
+fn a_forgotten_job_leaves_the_counts_and_frees_its_place() {
+    let c = EgressCounters::default();
+    for i in 0..counters::MAX_JOBS {
+        c.record(&format!("job-{i}"), true);
+    }
+    c.record("late", true);
+    assert!(
+        !c.per_job().iter().any(|(j, _)| j == "late"),
+        "full: not counted per job"
+    );
+    c.forget("job-0");
+    c.record("late", false);
+    let jobs = c.per_job();
+    assert!(!jobs.iter().any(|(j, _)| j == "job-0"));
+    assert!(jobs.iter().any(|(j, e)| j == "late" && e.denied == 1));
+    assert_eq!(
+        c.totals(),
+        (counters::MAX_JOBS as u64 + 1, 1),
+        "totals keep everything"
+    );
+}

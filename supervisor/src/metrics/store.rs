@@ -10,7 +10,10 @@ use async_trait::async_trait;
 
 use super::{Histogram, HistogramSnapshot, STORE_BUCKETS_S};
 use crate::job::{Job, RunRecord, ScriptVersion};
-use crate::store::{JobListQuery, KvCaps, KvSet, RunListQuery, SecretMeta, Store, StoreResult};
+use crate::store::{
+    AuditEntry, AuditListQuery, JobListQuery, KvCaps, KvSet, ModuleMeta, ModuleVersion,
+    RunListQuery, SecretMeta, Store, StoreResult,
+};
 
 /// The store calls that are timed, in the order they are reported.
 pub const OPS: &[&str] = &[
@@ -27,6 +30,9 @@ pub const OPS: &[&str] = &[
     "get_run",
     "recent_runs",
     "prune_runs",
+    "append_audit",
+    "list_audit",
+    "prune_audit",
 ];
 
 /// One histogram per entry of [`OPS`].
@@ -201,12 +207,58 @@ impl Store for TimedStore {
         timed!(self, kv_list(job_id))
     }
 
+    async fn put_module(
+        &self,
+        name: &str,
+        source: &str,
+        note: &str,
+        now_ms: i64,
+    ) -> StoreResult<u64> {
+        timed!(self, put_module(name, source, note, now_ms))
+    }
+
+    async fn list_modules(&self) -> StoreResult<Vec<ModuleMeta>> {
+        timed!(self, list_modules())
+    }
+
+    async fn module_heads(&self, names: &[String]) -> StoreResult<Vec<(String, u64)>> {
+        timed!(self, module_heads(names))
+    }
+
+    async fn list_module_versions(&self, name: &str) -> StoreResult<Vec<ModuleVersion>> {
+        timed!(self, list_module_versions(name))
+    }
+
+    async fn get_module_version(
+        &self,
+        name: &str,
+        version: u64,
+    ) -> StoreResult<Option<ModuleVersion>> {
+        timed!(self, get_module_version(name, version))
+    }
+
+    async fn delete_module(&self, name: &str) -> StoreResult<bool> {
+        timed!(self, delete_module(name))
+    }
+
     async fn recent_runs(&self, since_ms: i64, limit: u64) -> StoreResult<Vec<RunRecord>> {
         timed!(self, recent_runs(since_ms, limit))
     }
 
     async fn prune_runs(&self, keep_per_job: u32, older_than_ms: i64) -> StoreResult<u64> {
         timed!(self, prune_runs(keep_per_job, older_than_ms))
+    }
+
+    async fn append_audit(&self, entry: &AuditEntry) -> StoreResult<()> {
+        timed!(self, append_audit(entry))
+    }
+
+    async fn list_audit(&self, query: &AuditListQuery) -> StoreResult<Vec<AuditEntry>> {
+        timed!(self, list_audit(query))
+    }
+
+    async fn prune_audit(&self, keep: u64, older_than_ms: i64) -> StoreResult<u64> {
+        timed!(self, prune_audit(keep, older_than_ms))
     }
 
     async fn close(&self) {

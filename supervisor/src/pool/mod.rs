@@ -129,6 +129,8 @@ pub struct RunRequest {
     pub script: String,
     pub limits: protocol::Limits,
     pub job: protocol::JobContext,
+    /// The shared modules the script may load (see `crate::modules`).
+    pub modules: Vec<protocol::SharedModule>,
 }
 
 /// A snapshot of the pool.

@@ -226,13 +226,15 @@ impl Session {
         let mut tick = tokio::time::interval(self.shared.cfg.watchdog_tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            self.wakes.wake_all();
-            if let Err(e) = self.flush() {
-                return io_death(e);
-            }
+            // Free the places of ended runs before waking their handles: whoever
+            // awaits a result must find the pool's counts already settled.
             if self.ended > 0 {
                 self.shared.release(self.slot, self.ended);
                 self.ended = 0;
+            }
+            self.wakes.wake_all();
+            if let Err(e) = self.flush() {
+                return io_death(e);
             }
             tokio::select! {
                 _ = self.shared.closing.cancelled() => return Death::Closing,
@@ -494,12 +496,14 @@ impl Session {
             script,
             limits,
             job,
+            modules,
         } = req;
         let msg = SupervisorMessage::StartRun(StartRun {
             run_id,
             script,
             limits,
             job,
+            modules,
         });
         if let Err(e) = self.send(&msg) {
             sink.end_with(
@@ -676,7 +680,9 @@ impl Session {
             }
         };
         let runs = std::mem::take(&mut self.runs);
-        let ended = runs.len();
+        // As in `serve`: the counts settle before any handle learns its run ended.
+        self.shared
+            .release(self.slot, runs.len() + std::mem::take(&mut self.ended));
         for (id, r) in runs {
             for c in &r.calls {
                 c.abort();
@@ -704,8 +710,6 @@ impl Session {
                 None => r.sink.end_with(default_outcome, default_msg.clone()),
             }
         }
-        self.shared
-            .release(self.slot, ended + std::mem::take(&mut self.ended));
     }
 }
 

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 use web::dto::*;
-use web::{ServiceError, ServiceResult};
+use web::{Actor, ServiceError, ServiceResult};
 
 use super::{Service, job_since, misfire_rule_of, ms_to_dt, plan_of, run_view, store_err};
 use crate::job::{ScriptVersion, Trigger, occurrence_id};
@@ -69,6 +69,7 @@ impl Service {
 
     pub(super) async fn rollback(
         &self,
+        actor: &Actor,
         id: &str,
         version: u64,
         note: Option<String>,
@@ -88,6 +89,9 @@ impl Service {
         job.version += 1;
         job.updated_at_ms = now_ms();
         self.save(&job, Some(&source), old.version).await?;
+        let mut detail = super::audit::job_changes(&old, &job, Some(&source));
+        detail["restored"] = serde_json::json!(version);
+        self.record(actor, "job.rollback", id, detail).await;
         tracing::info!(job = %id, from = version, to = job.script_version, "script rolled back");
         Ok(job.script_version)
     }
@@ -142,7 +146,12 @@ impl Service {
     }
 
     /// Sets or clears the job's pause.
-    pub(super) async fn set_pause(&self, id: &str, until_ms: Option<i64>) -> ServiceResult<()> {
+    pub(super) async fn set_pause(
+        &self,
+        actor: &Actor,
+        id: &str,
+        until_ms: Option<i64>,
+    ) -> ServiceResult<()> {
         if let Some(until) = until_ms
             && until <= now_ms()
         {
@@ -161,12 +170,20 @@ impl Service {
         job.version += 1;
         job.updated_at_ms = now_ms();
         self.save(&job, None, old.version).await?;
+        let action = if until_ms.is_some() {
+            "job.pause"
+        } else {
+            "job.resume"
+        };
+        let detail = super::audit::job_changes(&old, &job, None);
+        self.record(actor, action, id, detail).await;
         tracing::info!(job = %id, until_ms, "pause changed");
         Ok(())
     }
 
     pub(super) async fn backfill_range(
         &self,
+        actor: &Actor,
         id: &str,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
@@ -207,6 +224,13 @@ impl Service {
                 .await
                 .map_err(|_| ServiceError::Unavailable("the scheduler has stopped".into()))?;
         }
+        let detail = serde_json::json!({
+            "from": from,
+            "to": to,
+            "queued": queued.len(),
+            "suppressed": suppressed.len(),
+        });
+        self.record(actor, "job.backfill", id, detail).await;
         tracing::info!(job = %id, queued = queued.len(), suppressed = suppressed.len(), "backfill queued");
         Ok(BackfillView {
             queued: queued.into_iter().map(ms_to_dt).collect(),

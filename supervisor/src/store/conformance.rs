@@ -15,6 +15,8 @@
 //! agree across backends), and explicit timestamps (never the clock). This module
 //! must not know any backend.
 
+mod audit;
+mod modules;
 mod secrets_kv;
 
 use std::collections::HashSet;
@@ -28,6 +30,8 @@ use crate::job::{
     ScriptVersion, Trigger, outcome,
 };
 
+pub use audit::*;
+pub use modules::*;
 pub use secrets_kv::*;
 
 /// A fresh, empty store for one check, and whatever must live as long as it (a temp
@@ -78,6 +82,12 @@ macro_rules! store_conformance_tests {
             check_grants_round_trip,
             check_kv_round_trip,
             check_kv_caps,
+            check_audit_round_trip_and_order,
+            check_audit_filters_and_pages,
+            check_audit_prune,
+            check_modules_round_trip,
+            check_module_delete,
+            check_concurrent_module_saves,
         );
     };
     (@each $make:expr; $($check:ident),* $(,)?) => {

@@ -6,6 +6,7 @@
 //! promise: a write that returned `Ok` survives `kill -9` of the process right after.
 //! Every backend must pass the suite in [`conformance`].
 
+mod audit;
 pub mod conformance;
 pub mod mongo;
 pub mod postgres;
@@ -14,6 +15,8 @@ pub mod sqlite;
 use async_trait::async_trait;
 
 use crate::job::{ExecType, Job, RunRecord, ScriptVersion};
+
+pub use audit::{AuditEntry, AuditListQuery};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -86,6 +89,31 @@ impl Default for KvCaps {
             max_total_bytes: 1024 * 1024,
         }
     }
+}
+
+/// A shared module's current version, without its source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModuleMeta {
+    pub name: String,
+    pub version: u64,
+    /// The current version's note and size.
+    pub note: String,
+    pub bytes: u64,
+    /// When the module was first saved, and when its current version was.
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+/// One saved version of a shared module (immutable once written).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModuleVersion {
+    pub name: String,
+    pub version: u64,
+    pub note: String,
+    pub bytes: u64,
+    pub created_at_ms: i64,
+    /// `None` in lists.
+    pub source: Option<String>,
 }
 
 /// What [`Store::kv_set`] did.
@@ -262,6 +290,50 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every key of the job and its value, by key.
     async fn kv_list(&self, job_id: &str) -> StoreResult<Vec<(String, String)>>;
+
+    /// Appends an entry to the audit log. An entry whose id is stored already changes
+    /// nothing (so a retried append is harmless).
+    async fn append_audit(&self, entry: &AuditEntry) -> StoreResult<()>;
+
+    /// The audit entries matching `query`, newest first (by `at_ms`, then id), at most
+    /// `query.limit`.
+    async fn list_audit(&self, query: &AuditListQuery) -> StoreResult<Vec<AuditEntry>>;
+
+    /// Deletes the audit entries made before `older_than_ms`, and all but the newest
+    /// `keep`. Returns how many were deleted.
+    async fn prune_audit(&self, keep: u64, older_than_ms: i64) -> StoreResult<u64>;
+
+    /// Saves `source` as the next version of the shared module `name` (1 for a new
+    /// module) and makes it current, in one transaction; returns its number. Two
+    /// concurrent saves get two different numbers.
+    async fn put_module(
+        &self,
+        name: &str,
+        source: &str,
+        note: &str,
+        now_ms: i64,
+    ) -> StoreResult<u64>;
+
+    /// Every shared module's current version, by name.
+    async fn list_modules(&self) -> StoreResult<Vec<ModuleMeta>>;
+
+    /// The current version numbers of those of `names` that exist, by name: what a run
+    /// checks before it uses its cached sources.
+    async fn module_heads(&self, names: &[String]) -> StoreResult<Vec<(String, u64)>>;
+
+    /// Every saved version of a module, newest first, without sources. Empty if the
+    /// module does not exist.
+    async fn list_module_versions(&self, name: &str) -> StoreResult<Vec<ModuleVersion>>;
+
+    /// One version of a module, with its source.
+    async fn get_module_version(
+        &self,
+        name: &str,
+        version: u64,
+    ) -> StoreResult<Option<ModuleVersion>>;
+
+    /// Deletes the module and all its versions. `Ok(false)` if it did not exist.
+    async fn delete_module(&self, name: &str) -> StoreResult<bool>;
 
     /// Stop accepting writes, finish the ones in flight, close.
     async fn close(&self);

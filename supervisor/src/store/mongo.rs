@@ -3,7 +3,9 @@
 //! Layout: the database named in the URL (`traitor` when it names none) holds, for each
 //! cluster, the collections `<cluster>_jobs`, `<cluster>_scripts`,
 //! `<cluster>_script_versions`, `<cluster>_runs` and `<cluster>_meta` (the schema
-//! version), so clusters sharing a server never see each other's documents. A job's
+//! version), plus `<cluster>_secrets`, `<cluster>_kv`, `<cluster>_modules`,
+//! `<cluster>_module_versions` and `<cluster>_audit`, so clusters sharing a server
+//! never see each other's documents. A job's
 //! `_id` is its id and a run's `_id` its run id: the `_id` index is the unique index
 //! that turns a second create into `Duplicate`; a unique index on `(job_id, version)`
 //! does the same for script versions. Secondary indexes are created at connect, then
@@ -47,8 +49,10 @@
 //! This module must not validate or schedule jobs (the service does), and must not touch
 //! any collection but its cluster's.
 
+mod audit;
 mod docs;
 mod extras;
+mod modules;
 
 #[cfg(test)]
 mod tests;
@@ -120,6 +124,11 @@ pub struct MongoStore {
     /// so the schema version stays 2: old documents read as no grants).
     secrets: Collection<Document>,
     kv: Collection<Document>,
+    /// The audit log (issue 7; additive too).
+    audit: Collection<Document>,
+    /// Shared modules: version counters and immutable versions (see `modules`).
+    modules: Collection<Document>,
+    module_versions: Collection<Document>,
     /// Set by `close`; every call checks it first.
     closed: AtomicBool,
     /// One permit per call in flight, so `close` can wait for them.
@@ -197,6 +206,9 @@ impl MongoStore {
             runs: coll("runs"),
             secrets: coll("secrets"),
             kv: coll("kv"),
+            audit: coll("audit"),
+            modules: coll("modules"),
+            module_versions: coll("module_versions"),
             client: client.clone(),
             closed: AtomicBool::new(false),
             in_flight: Semaphore::new(MAX_IN_FLIGHT as usize),
@@ -265,6 +277,17 @@ impl MongoStore {
             .create_indexes([index(doc! { "job_id": 1, "key": 1 }, "by_job_key")])
             .await
             .context("index kv")?;
+        self.audit
+            .create_indexes([
+                index(doc! { "at_ms": -1, "_id": -1 }, "by_time"),
+                index(doc! { "target": 1, "at_ms": -1, "_id": -1 }, "by_target"),
+            ])
+            .await
+            .context("index audit")?;
+        self.module_versions
+            .create_indexes([index(doc! { "name": 1, "version": -1 }, "by_name_version")])
+            .await
+            .context("index module versions")?;
         Ok(())
     }
 
@@ -1327,6 +1350,55 @@ impl Store for MongoStore {
 
     async fn kv_list(&self, job_id: &str) -> StoreResult<Vec<(String, String)>> {
         self.x_kv_list(job_id).await
+    }
+
+    async fn append_audit(&self, entry: &super::AuditEntry) -> StoreResult<()> {
+        self.x_append_audit(entry).await
+    }
+
+    async fn list_audit(
+        &self,
+        query: &super::AuditListQuery,
+    ) -> StoreResult<Vec<super::AuditEntry>> {
+        self.x_list_audit(query).await
+    }
+
+    async fn prune_audit(&self, keep: u64, older_than_ms: i64) -> StoreResult<u64> {
+        self.x_prune_audit(keep, older_than_ms).await
+    }
+
+    async fn put_module(
+        &self,
+        name: &str,
+        source: &str,
+        note: &str,
+        now_ms: i64,
+    ) -> StoreResult<u64> {
+        self.m_put(name, source, note, now_ms).await
+    }
+
+    async fn list_modules(&self) -> StoreResult<Vec<super::ModuleMeta>> {
+        self.m_list().await
+    }
+
+    async fn module_heads(&self, names: &[String]) -> StoreResult<Vec<(String, u64)>> {
+        self.m_heads(names).await
+    }
+
+    async fn list_module_versions(&self, name: &str) -> StoreResult<Vec<super::ModuleVersion>> {
+        self.m_versions(name).await
+    }
+
+    async fn get_module_version(
+        &self,
+        name: &str,
+        version: u64,
+    ) -> StoreResult<Option<super::ModuleVersion>> {
+        self.m_version(name, version).await
+    }
+
+    async fn delete_module(&self, name: &str) -> StoreResult<bool> {
+        self.m_delete(name).await
     }
 
     async fn close(&self) {

@@ -23,7 +23,9 @@
 //! This module must not validate or schedule jobs (the service does), and must not touch
 //! any schema but its cluster's.
 
+mod audit;
 mod extras;
+mod modules;
 mod rows;
 mod schema;
 mod writer;
@@ -1095,6 +1097,55 @@ impl Store for PostgresStore {
 
     async fn kv_list(&self, job_id: &str) -> StoreResult<Vec<(String, String)>> {
         self.x_kv_list(job_id).await
+    }
+
+    async fn append_audit(&self, entry: &super::AuditEntry) -> StoreResult<()> {
+        self.x_append_audit(entry).await
+    }
+
+    async fn list_audit(
+        &self,
+        query: &super::AuditListQuery,
+    ) -> StoreResult<Vec<super::AuditEntry>> {
+        self.x_list_audit(query).await
+    }
+
+    async fn prune_audit(&self, keep: u64, older_than_ms: i64) -> StoreResult<u64> {
+        self.x_prune_audit(keep, older_than_ms).await
+    }
+
+    async fn put_module(
+        &self,
+        name: &str,
+        source: &str,
+        note: &str,
+        now_ms: i64,
+    ) -> StoreResult<u64> {
+        self.m_put(name, source, note, now_ms).await
+    }
+
+    async fn list_modules(&self) -> StoreResult<Vec<super::ModuleMeta>> {
+        self.m_list().await
+    }
+
+    async fn module_heads(&self, names: &[String]) -> StoreResult<Vec<(String, u64)>> {
+        self.m_heads(names).await
+    }
+
+    async fn list_module_versions(&self, name: &str) -> StoreResult<Vec<super::ModuleVersion>> {
+        self.m_versions(name).await
+    }
+
+    async fn get_module_version(
+        &self,
+        name: &str,
+        version: u64,
+    ) -> StoreResult<Option<super::ModuleVersion>> {
+        self.m_version(name, version).await
+    }
+
+    async fn delete_module(&self, name: &str) -> StoreResult<bool> {
+        self.m_delete(name).await
     }
 
     async fn close(&self) {

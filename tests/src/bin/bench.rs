@@ -100,18 +100,27 @@ fn hi() -> supervisor::pool::RunRequest {
     tests::request("console.log('hi')", 10_000)
 }
 
-/// Time a process's threads spent running and waiting for a CPU, from
-/// `/proc/PID/task/*/schedstat` (nanoseconds). Waiting time shows a busy machine.
+/// Time a process spent running (user + system, every thread it ever had, from
+/// `/proc/PID/stat`) and its live threads spent waiting for a CPU
+/// (`/proc/PID/task/*/schedstat`; a worker's run threads are gone by the time they are
+/// read, so for workers the waiting time is a lower bound). Waiting shows a busy machine.
 fn sched(pid: u32) -> Option<(Duration, Duration)> {
-    let mut run = 0u64;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the `(comm)`, which may hold spaces: state is field 3, utime 14.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let ticks: u64 = fields.next()?.parse::<u64>().ok()? + fields.next()?.parse::<u64>().ok()?;
+    // SAFETY: sysconf only reads a configuration value.
+    let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) })
+        .ok()
+        .filter(|h| *h > 0)?;
+    let run = Duration::from_nanos(ticks * 1_000_000_000 / hz);
     let mut wait = 0u64;
     for t in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
         let s = std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok()?;
-        let mut f = s.split_whitespace().map(|x| x.parse::<u64>().unwrap_or(0));
-        run += f.next()?;
-        wait += f.next()?;
+        wait += s.split_whitespace().nth(1)?.parse::<u64>().unwrap_or(0);
     }
-    Some((Duration::from_nanos(run), Duration::from_nanos(wait)))
+    Some((run, Duration::from_nanos(wait)))
 }
 
 /// [`sched`] summed over several processes.

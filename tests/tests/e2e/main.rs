@@ -6,8 +6,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod api;
+mod audit;
 mod cluster;
 mod exec;
+mod modules;
 mod ops;
 mod plugins;
 mod policies;

@@ -17,32 +17,6 @@ fn opts(args: &[&str]) -> Options {
     }
 }
 
-/// Creates a stopped timing job with `script` and returns its id.
-async fn create(s: &Server, script: &str) -> String {
-    let (status, v) = s
-        .post(
-            "/api/job?type=timing",
-            json!({"cron": "@yearly", "script": script}),
-        )
-        .await;
-    assert_eq!(status, 200, "{v}");
-    v["data"].as_str().unwrap().to_owned()
-}
-
-/// Runs the job now and waits for the run to finish; returns the run's detail.
-async fn run_now(s: &Server, id: &str) -> Value {
-    let (status, v) = s
-        .post(&format!("/api/job/trigger?id={id}"), json!({}))
-        .await;
-    assert_eq!(status, 200, "{v}");
-    let run_id = v["data"].as_str().unwrap().to_owned();
-    s.eventually(Duration::from_secs(15), "the run to finish", || async {
-        let (st, v) = s.get(&format!("/api/job/run?id={run_id}")).await;
-        (st == 200 && v["data"]["outcome"] != "running").then(|| v["data"].clone())
-    })
-    .await
-}
-
 fn log_texts(run: &Value) -> Vec<String> {
     run["log"]
         .as_array()
@@ -108,8 +82,8 @@ async fn denied_hosts_fail_in_the_script_and_allowed_ones_still_work() {
            (err) => {{ console.log('http.get', String(err)); resolve(); }}));",
         ok = fx.url("/ok")
     );
-    let id = create(&s, &script).await;
-    let run = run_now(&s, &id).await;
+    let id = s.create_script_job(&script).await;
+    let run = s.run_now(&id).await;
     assert_eq!(run["outcome"], "succeeded", "{run}");
     let lines = log_texts(&run);
     // `fetch` rejects with "fetch failed: " and the supervisor's reason.
@@ -151,6 +125,25 @@ async fn denied_hosts_fail_in_the_script_and_allowed_ones_still_work() {
         ),
         4.0
     );
+
+    // A deleted job's counts leave /metrics; the totals keep them.
+    let (status, v) = s.call("DELETE", &format!("/api/job?id={id}"), None).await;
+    assert_eq!(status, 200, "{v}");
+    let m = scrape(&s).await;
+    assert!(
+        !m.samples
+            .iter()
+            .any(|x| x.labels.get("job_id") == Some(id.as_str())),
+        "the deleted job still has samples"
+    );
+    assert_eq!(
+        value(
+            &m,
+            "traitor_egress_requests_total",
+            &[("decision", "denied")]
+        ),
+        4.0
+    );
 }
 
 #[tokio::test]
@@ -178,8 +171,8 @@ async fn default_deny_refuses_loopback_unless_allowed() {
         ok = fx.url("/ok"),
         port = fx.base.rsplit(':').next().unwrap(),
     );
-    let id = create(&s, &script).await;
-    let lines = log_texts(&run_now(&s, &id).await);
+    let id = s.create_script_job(&script).await;
+    let lines = log_texts(&s.run_now(&id).await);
     assert_eq!(lines[0], "ok 200");
     assert_eq!(
         lines[1],
@@ -192,13 +185,13 @@ async fn default_deny_refuses_loopback_unless_allowed() {
 #[tokio::test]
 async fn metrics_count_runs_by_outcome_and_parse_as_prometheus_text() {
     let s = Server::start().await;
-    let good = create(&s, "console.log('fine')").await;
-    let bad = create(&s, "throw new Error('no')").await;
+    let good = s.create_script_job("console.log('fine')").await;
+    let bad = s.create_script_job("throw new Error('no')").await;
     for _ in 0..3 {
-        assert_eq!(run_now(&s, &good).await["outcome"], "succeeded");
+        assert_eq!(s.run_now(&good).await["outcome"], "succeeded");
     }
     for _ in 0..2 {
-        assert_eq!(run_now(&s, &bad).await["outcome"], "failed");
+        assert_eq!(s.run_now(&bad).await["outcome"], "failed");
     }
     let m = scrape(&s).await;
     let outcome = |o| value(&m, "traitor_runs_total", &[("outcome", o)]);

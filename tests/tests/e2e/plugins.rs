@@ -1,5 +1,5 @@
 //! Native plugins through real sandboxed workers: the example plugin called sync and
-//! async (`traitor exec`), a plugin that crashes its worker (the pool API: the run is
+//! async and loaded with `require` and `import` (`traitor exec`), a plugin that crashes its worker (the pool API: the run is
 //! `crashed`, the next one runs on a replacement), broken plugins refused with a clear
 //! error, unsafe permissions, and the sandbox self-test with plugins loaded.
 
@@ -54,6 +54,20 @@ try { require('nope') } catch (e) { console.log(e.message) }
          Cannot find module 'nope'\n"
     );
     assert_eq!(out.stderr, "");
+}
+
+#[test]
+fn the_example_plugin_can_be_imported_as_well_as_required() {
+    let dir = PluginDir::with_example();
+    let script = r#"
+import ex, { add, delay } from 'example';
+const dynamic = await import('example');
+console.log(add({ a: 40, b: 2 }), await delay({ ms: 1, value: 'async' }));
+console.log(ex === require('example'), dynamic.default === ex, dynamic.sha256 === ex.sha256);
+"#;
+    let out = exec_with(&dir, script, &[]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(out.stdout, "42 async\ntrue true true\n");
 }
 
 #[test]

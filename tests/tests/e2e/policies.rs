@@ -436,6 +436,28 @@ async fn retries_are_attempts_of_one_occurrence_and_the_script_sees_its_attempt(
     let wait2 = a3.started.unwrap() - a2.ended.unwrap();
     assert!(wait1 >= 100, "first backoff {wait1} ms");
     assert!(wait2 >= 200, "second backoff {wait2} ms");
+
+    // Paging the history never splits the attempts of one instant: a page of 2 holds
+    // all 3, and the next page is empty rather than missing one.
+    trigger(&s, &id).await;
+    wait_history(&s, &id, 20, "a second occurrence", |h| done_count(h) == 6).await;
+    let (status, v) = s.get(&format!("/api/job/runs?id={id}&limit=2")).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["data"]["items"].as_array().map(Vec::len), Some(3), "{v}");
+    let before = v["data"]["nextBefore"]
+        .as_str()
+        .expect("a next page")
+        .to_owned();
+    let (_, v) = s
+        .get(&format!("/api/job/runs?id={id}&limit=2&before={before}"))
+        .await;
+    let older = v["data"]["items"].as_array().cloned().unwrap_or_default();
+    assert_eq!(older.len(), 3, "the first occurrence, whole: {v}");
+    assert!(
+        older
+            .iter()
+            .all(|r| r["scheduledAt"].as_str() < Some(before.as_str()))
+    );
 }
 
 #[tokio::test]

@@ -1,8 +1,6 @@
 //! Secrets and per-job kv end to end (issue 7 parts 3 and 5): the real service, real
 //! workers, the scripts' `secrets.NAME` and `kv.*`, over HTTP as a user would.
 
-use std::time::Duration;
-
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tests::server::Server;
@@ -37,20 +35,6 @@ async fn create(s: &Server, body: Value) -> String {
     let (status, v) = s.post("/api/job?type=timing", body).await;
     assert_eq!(status, 200, "{v}");
     v["data"].as_str().unwrap().to_owned()
-}
-
-/// Runs the job now and waits for the run to finish; returns its detail.
-async fn run_now(s: &Server, id: &str) -> Value {
-    let (status, v) = s
-        .post(&format!("/api/job/trigger?id={id}"), json!({}))
-        .await;
-    assert_eq!(status, 200, "{v}");
-    let run_id = v["data"].as_str().unwrap().to_owned();
-    s.eventually(Duration::from_secs(15), "the manual run", || async {
-        let (st, v) = s.get(&format!("/api/job/run?id={run_id}")).await;
-        (st == 200 && v["data"]["outcome"] != "running").then(|| v["data"].clone())
-    })
-    .await
 }
 
 #[tokio::test]
@@ -103,7 +87,7 @@ async fn a_secret_is_readable_by_its_job_masked_in_output_and_never_returned() {
         json!({"cron": "@yearly", "script": "console.log(Object.keys(secrets).length)"}),
     )
     .await;
-    let run = run_now(&s, &id).await;
+    let run = s.run_now(&id).await;
     assert_eq!(run["outcome"], "failed");
     assert_eq!(run["log"][0]["text"], "token is ***");
     assert_eq!(run["log"][1]["text"], format!("{} API_TOKEN", VALUE.len()));
@@ -123,7 +107,7 @@ async fn a_secret_is_readable_by_its_job_masked_in_output_and_never_returned() {
         texts.iter().any(|t| t.contains("failed with ***")),
         "{texts:?}"
     );
-    let other_run = run_now(&s, &other).await;
+    let other_run = s.run_now(&other).await;
     assert_eq!(
         other_run["log"][0]["text"], "0",
         "an ungranted job sees no secrets"
@@ -177,7 +161,7 @@ async fn kv_keeps_state_across_runs_caps_it_and_goes_with_the_job() {
                   console.log('run', n + 1);";
     let id = create(&s, json!({"cron": "@yearly", "script": script})).await;
     for expected in 1..=3 {
-        let run = run_now(&s, &id).await;
+        let run = s.run_now(&id).await;
         assert_eq!(run["outcome"], "succeeded", "{run}");
         assert_eq!(run["log"][0]["text"], format!("run {expected}"));
     }
@@ -191,7 +175,7 @@ async fn kv_keeps_state_across_runs_caps_it_and_goes_with_the_job() {
         .post(&format!("/api/script?id={id}"), json!({"script": big}))
         .await;
     assert_eq!(status, 200);
-    let run = run_now(&s, &id).await;
+    let run = s.run_now(&id).await;
     assert_eq!(run["outcome"], "failed", "{run}");
     let msg = run["error"]["message"].as_str().unwrap();
     assert!(msg.contains("kv:") && msg.contains("65536"), "{msg}");
@@ -213,7 +197,7 @@ async fn kv_keeps_state_across_runs_caps_it_and_goes_with_the_job() {
         )
         .await;
     assert_eq!(status, 200);
-    assert_eq!(run_now(&s, &id).await["outcome"], "succeeded");
+    assert_eq!(s.run_now(&id).await["outcome"], "succeeded");
     let (status, _) = s.call("DELETE", &format!("/api/job?id={id}"), None).await;
     assert_eq!(status, 200);
     let (status, _) = s.get(&format!("/api/job/kv?id={id}")).await;
@@ -223,5 +207,5 @@ async fn kv_keeps_state_across_runs_caps_it_and_goes_with_the_job() {
         json!({"jobId": id, "cron": "@yearly", "script": "console.log(await kv.get('a'))"}),
     )
     .await;
-    assert_eq!(run_now(&s, &again).await["log"][0]["text"], "undefined");
+    assert_eq!(s.run_now(&again).await["log"][0]["text"], "undefined");
 }

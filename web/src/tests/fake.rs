@@ -11,7 +11,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
 use tokio::sync::{Notify, mpsc};
 
-use crate::backend::{Backend, DebugSession, ServiceError, ServiceResult};
+use crate::audit::{AuditCursor, AuditEntryView, AuditPage, AuditQuery};
+use crate::backend::{Actor, Backend, DebugSession, ServiceError, ServiceResult};
 use crate::dto::*;
 use crate::ops::{Readiness, ReadinessCheck};
 
@@ -29,6 +30,9 @@ pub struct Calls {
     pub preview: Option<Preview>,
     /// What the last scheduling-control call was: route name and its arguments.
     pub control: Option<String>,
+    /// `"<method> <actor>"` of every call that changes something, in order.
+    pub actors: Vec<String>,
+    pub audit: Option<AuditQuery>,
 }
 
 #[derive(Default)]
@@ -58,6 +62,10 @@ impl Fake {
 
     pub fn calls(&self) -> std::sync::MutexGuard<'_, Calls> {
         self.calls.lock().expect("fake calls lock")
+    }
+
+    fn by(&self, method: &str, actor: &Actor) {
+        self.calls().actors.push(format!("{method} {}", actor.0));
     }
 
     fn view(id: &str, exec_type: ExecType, input: &JobInput) -> JobView {
@@ -136,10 +144,12 @@ impl Fake {
 impl Backend for Fake {
     async fn create_job(
         &self,
+        actor: &Actor,
         exec_type: Option<ExecType>,
         input: JobInput,
         start: bool,
     ) -> ServiceResult<String> {
+        self.by("create_job", actor);
         self.calls().create = Some((exec_type, input.clone(), start));
         let exec_type = exec_type
             .or(input.exec_type)
@@ -168,7 +178,8 @@ impl Backend for Fake {
         Ok(id)
     }
 
-    async fn update_job(&self, id: &str, patch: JobInput) -> ServiceResult<()> {
+    async fn update_job(&self, actor: &Actor, id: &str, patch: JobInput) -> ServiceResult<()> {
+        self.by("update_job", actor);
         self.calls().update = Some((id.to_owned(), patch.clone()));
         let mut jobs = self.lock_jobs();
         let (view, _) = jobs.get_mut(id).ok_or_else(|| Fake::missing(id))?;
@@ -178,7 +189,8 @@ impl Backend for Fake {
         Ok(())
     }
 
-    async fn delete_job(&self, id: &str) -> ServiceResult<()> {
+    async fn delete_job(&self, actor: &Actor, id: &str) -> ServiceResult<()> {
+        self.by("delete_job", actor);
         self.lock_jobs()
             .remove(id)
             .map(drop)
@@ -232,10 +244,12 @@ impl Backend for Fake {
 
     async fn rollback_script(
         &self,
+        actor: &Actor,
         id: &str,
         version: u64,
         note: Option<String>,
     ) -> ServiceResult<u64> {
+        self.by("rollback_script", actor);
         self.get_job(id).await?;
         self.calls().control = Some(format!("rollback {id} {version} {note:?}"));
         Ok(version + 1)
@@ -269,13 +283,15 @@ impl Backend for Fake {
         })
     }
 
-    async fn pause(&self, id: &str, until: DateTime<Utc>) -> ServiceResult<()> {
+    async fn pause(&self, actor: &Actor, id: &str, until: DateTime<Utc>) -> ServiceResult<()> {
+        self.by("pause", actor);
         self.get_job(id).await?;
         self.calls().control = Some(format!("pause {id} {}", until.timestamp_millis()));
         Ok(())
     }
 
-    async fn resume(&self, id: &str) -> ServiceResult<()> {
+    async fn resume(&self, actor: &Actor, id: &str) -> ServiceResult<()> {
+        self.by("resume", actor);
         self.get_job(id).await?;
         self.calls().control = Some(format!("resume {id}"));
         Ok(())
@@ -283,10 +299,12 @@ impl Backend for Fake {
 
     async fn backfill(
         &self,
+        actor: &Actor,
         id: &str,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> ServiceResult<BackfillView> {
+        self.by("backfill", actor);
         self.get_job(id).await?;
         self.calls().control = Some(format!(
             "backfill {id} {} {}",
@@ -324,17 +342,20 @@ impl Backend for Fake {
 
     async fn set_script(
         &self,
+        actor: &Actor,
         id: &str,
         script: String,
         _note: Option<String>,
     ) -> ServiceResult<()> {
+        self.by("set_script", actor);
         let mut jobs = self.lock_jobs();
         let (_, s) = jobs.get_mut(id).ok_or_else(|| Fake::missing(id))?;
         *s = script;
         Ok(())
     }
 
-    async fn enable(&self, id: &str, enable: bool) -> ServiceResult<()> {
+    async fn enable(&self, actor: &Actor, id: &str, enable: bool) -> ServiceResult<()> {
+        self.by("enable", actor);
         self.calls().enable = Some((id.to_owned(), enable));
         let mut jobs = self.lock_jobs();
         let (view, _) = jobs.get_mut(id).ok_or_else(|| Fake::missing(id))?;
@@ -346,7 +367,8 @@ impl Backend for Fake {
         Ok(())
     }
 
-    async fn run_now(&self, id: &str) -> ServiceResult<String> {
+    async fn run_now(&self, actor: &Actor, id: &str) -> ServiceResult<String> {
+        self.by("run_now", actor);
         self.get_job(id).await?;
         Ok(format!("run-of-{id}"))
     }
@@ -476,7 +498,8 @@ impl Backend for Fake {
         })
     }
 
-    async fn put_secret(&self, _name: &str, _value: String) -> ServiceResult<()> {
+    async fn put_secret(&self, actor: &Actor, _name: &str, _value: String) -> ServiceResult<()> {
+        self.by("put_secret", actor);
         Ok(())
     }
 
@@ -484,7 +507,8 @@ impl Backend for Fake {
         Ok(Vec::new())
     }
 
-    async fn delete_secret(&self, name: &str) -> ServiceResult<()> {
+    async fn delete_secret(&self, actor: &Actor, name: &str) -> ServiceResult<()> {
+        self.by("delete_secret", actor);
         Err(ServiceError::NotFound(format!("no secret named {name}")))
     }
 
@@ -492,8 +516,86 @@ impl Backend for Fake {
         Ok(Vec::new())
     }
 
-    async fn kv_delete(&self, _job_id: &str, key: &str) -> ServiceResult<()> {
+    async fn kv_delete(&self, actor: &Actor, _job_id: &str, key: &str) -> ServiceResult<()> {
+        self.by("kv_delete", actor);
         Err(ServiceError::NotFound(format!("no key {key}")))
+    }
+
+    /// One entry that echoes the filters; a full page (limit 1) has a cursor.
+    async fn audit(&self, query: AuditQuery) -> ServiceResult<AuditPage> {
+        self.calls().audit = Some(query.clone());
+        let entry = AuditEntryView {
+            id: "e1".into(),
+            at: t0(),
+            actor: query.actor.clone().unwrap_or_else(|| "ci".into()),
+            node: "n1".into(),
+            action: query.action.clone().unwrap_or_else(|| "job.update".into()),
+            target: query.target.clone().unwrap_or_else(|| "job-0".into()),
+            detail: serde_json::json!({ "changes": {} }),
+        };
+        let next_before = (query.limit == 1).then(|| {
+            AuditCursor {
+                at_ms: entry.at.timestamp_millis(),
+                id: entry.id.clone(),
+            }
+            .to_string()
+        });
+        Ok(AuditPage {
+            items: vec![entry],
+            next_before,
+        })
+    }
+
+    async fn put_module(
+        &self,
+        actor: &Actor,
+        name: &str,
+        source: String,
+        note: Option<String>,
+    ) -> ServiceResult<ModuleView> {
+        self.by("put_module", actor);
+        self.calls().control = Some(format!("put_module {name} {note:?}"));
+        Ok(ModuleView {
+            name: name.to_owned(),
+            version: 1,
+            note: note.unwrap_or_default(),
+            bytes: source.len() as u64,
+            created_at: Some(t0()),
+            updated_at: t0(),
+            current: true,
+            source: None,
+        })
+    }
+
+    async fn list_modules(&self) -> ServiceResult<Vec<ModuleView>> {
+        Ok(Vec::new())
+    }
+
+    async fn get_module(&self, name: &str, version: Option<u64>) -> ServiceResult<ModuleView> {
+        Err(ServiceError::NotFound(format!(
+            "no module {name} (version {version:?})"
+        )))
+    }
+
+    async fn module_versions(&self, name: &str) -> ServiceResult<Vec<ModuleView>> {
+        Err(ServiceError::NotFound(format!("no module {name}")))
+    }
+
+    async fn rollback_module(
+        &self,
+        actor: &Actor,
+        name: &str,
+        version: u64,
+        note: Option<String>,
+    ) -> ServiceResult<ModuleView> {
+        self.by("rollback_module", actor);
+        self.calls().control = Some(format!("rollback_module {name} {version} {note:?}"));
+        Err(ServiceError::NotFound(format!("no module {name}")))
+    }
+
+    async fn delete_module(&self, actor: &Actor, name: &str) -> ServiceResult<()> {
+        self.by("delete_module", actor);
+        Err(ServiceError::NotFound(format!("no module {name}")))
     }
 
     async fn cluster(&self) -> ServiceResult<ClusterView> {

@@ -20,7 +20,9 @@ const LIMIT: usize = 1 << 20;
 fn config(token: Option<&str>) -> WebConfig {
     WebConfig {
         addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        auth_token: token.map(str::to_owned),
+        auth_tokens: token
+            .map(|t| vec![crate::AuthToken::parse(t).expect("token")])
+            .unwrap_or_default(),
         max_body_bytes: LIMIT,
     }
 }
@@ -1046,4 +1048,128 @@ async fn index_is_served_with_security_headers() {
     let r = app.get("/api/jobList").await;
     assert_eq!(r.headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
     assert!(!r.headers.contains_key(header::CONTENT_SECURITY_POLICY));
+}
+
+/// Each change reaches the backend with the name of the token that asked for it (or
+/// `local`), and a refused request reaches it not at all.
+#[tokio::test]
+async fn the_caller_s_token_name_reaches_the_backend() {
+    let fake = Fake::new();
+    let tokens = ["ci:one", "alice:two"]
+        .iter()
+        .map(|t| crate::AuthToken::parse(t).expect("token"))
+        .collect();
+    let app = App {
+        router: crate::router(
+            WebConfig {
+                auth_tokens: tokens,
+                ..config(None)
+            },
+            fake.clone(),
+        ),
+        fake,
+    };
+    let as_ = |secret: &str, method: Method, uri: &str| {
+        from_peer(method, uri, [10, 0, 0, 7])
+            .header(header::AUTHORIZATION, format!("Bearer {secret}"))
+            .header(header::CONTENT_TYPE, "application/json")
+    };
+    let body = json!({"name": "a", "cron": "* * * * *"}).to_string();
+    let r = app
+        .send(
+            as_("one", Method::POST, "/api/job?type=timing")
+                .body(Body::from(body))
+                .expect("request"),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let id = r.json["data"].as_str().expect("id").to_owned();
+    for (secret, method, uri, body) in [
+        (
+            "two",
+            Method::PUT,
+            format!("/api/job?id={id}"),
+            r#"{"name":"b"}"#,
+        ),
+        (
+            "two",
+            Method::POST,
+            format!("/api/enable?id={id}&enable=true"),
+            "",
+        ),
+        (
+            "one",
+            Method::POST,
+            format!("/api/script?id={id}"),
+            r#"{"script":"x"}"#,
+        ),
+        ("one", Method::POST, format!("/api/job/trigger?id={id}"), ""),
+        ("two", Method::POST, format!("/api/job/resume?id={id}"), ""),
+        ("two", Method::DELETE, format!("/api/job?id={id}"), ""),
+        ("wrong", Method::DELETE, format!("/api/job?id={id}"), ""),
+    ] {
+        let request = as_(secret, method, &uri)
+            .body(Body::from(body))
+            .expect("request");
+        app.send(request).await;
+    }
+    assert_eq!(
+        app.fake.calls().actors,
+        [
+            "create_job ci",
+            "update_job alice",
+            "enable alice",
+            "set_script ci",
+            "run_now ci",
+            "resume alice",
+            "delete_job alice",
+        ]
+    );
+
+    // Without tokens, a loopback client is `local`.
+    let open = self::app();
+    open.create("x").await;
+    assert_eq!(open.fake.calls().actors, ["create_job local"]);
+}
+
+#[tokio::test]
+async fn the_audit_log_is_filtered_and_paged() {
+    let app = app();
+    let r = app
+        .get("/api/audit?target=job-7&actor=ci&action=job.&before=1700000000000:e9&limit=1")
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let q = app.fake.calls().audit.clone().expect("a query");
+    assert_eq!(q.target.as_deref(), Some("job-7"));
+    assert_eq!(q.actor.as_deref(), Some("ci"));
+    assert_eq!(q.action.as_deref(), Some("job."));
+    assert_eq!(
+        q.before,
+        Some(crate::audit::AuditCursor {
+            at_ms: 1_700_000_000_000,
+            id: "e9".into()
+        })
+    );
+    assert_eq!(q.limit, 1);
+    let item = &r.json["data"]["items"][0];
+    assert_eq!(item["target"], "job-7");
+    assert_eq!(item["at"], "2023-11-14T22:13:20Z");
+    assert_eq!(item["detail"], json!({"changes": {}}));
+    assert_eq!(r.json["data"]["nextBefore"], "1700000000000:e1");
+
+    // An instant is a cursor too; the default page is 50.
+    let r = app.get("/api/audit?before=2024-01-01T00:00:00Z").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let q = app.fake.calls().audit.clone().expect("a query");
+    assert_eq!(
+        (q.before.map(|b| b.at_ms), q.limit),
+        (Some(1_704_067_200_000), 50)
+    );
+    assert_eq!(r.json["data"]["nextBefore"], Value::Null);
+
+    for bad in ["before=yesterday", "limit=0", "limit=501"] {
+        let r = app.get(&format!("/api/audit?{bad}")).await;
+        let field = bad.split('=').next();
+        assert_error(&r, StatusCode::BAD_REQUEST, "invalid_parameter", field);
+    }
 }

@@ -25,7 +25,9 @@ impl Server {
     async fn start(token: Option<&str>) -> Server {
         let config = WebConfig {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            auth_token: token.map(str::to_owned),
+            auth_tokens: token
+                .map(|t| vec![crate::AuthToken::parse(t).expect("token")])
+                .unwrap_or_default(),
             max_body_bytes: 1 << 20,
         };
         let fake = Fake::new();
@@ -41,9 +43,15 @@ impl Server {
             name: Some("j1".into()),
             ..JobInput::default()
         };
-        crate::Backend::create_job(&*fake, Some(ExecType::Timing), input, false)
-            .await
-            .expect("create j1");
+        crate::Backend::create_job(
+            &*fake,
+            &crate::Actor("ci".into()),
+            Some(ExecType::Timing),
+            input,
+            false,
+        )
+        .await
+        .expect("create j1");
         Server {
             addr,
             fake,
@@ -215,7 +223,7 @@ async fn a_taken_port_is_a_clear_error() {
     let server = Server::start(None).await;
     let config = WebConfig {
         addr: server.addr,
-        auth_token: None,
+        auth_tokens: Vec::new(),
         max_body_bytes: 1024,
     };
     let err = match crate::bind(&config).await {

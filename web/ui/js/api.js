@@ -95,6 +95,21 @@ export const api = {
   resume: (id) => call("POST", "api/job/resume", { params: { id } }),
   backfill: (id, from, to) => call("POST", "api/job/backfill", { params: { id, from, to } }),
   occurrences: (params) => call("GET", "api/job/occurrences", { params }),
+  // Secrets: a value goes in and never comes out; the list has names, times and grants.
+  secrets: () => call("GET", "api/secrets"),
+  putSecret: (name, value) => call("PUT", "api/secret", { params: { name }, body: { value } }),
+  deleteSecret: (name) => call("DELETE", "api/secret", { params: { name } }),
+  // A job's key-value store (what its scripts keep with kv.set).
+  kv: (id) => call("GET", "api/job/kv", { params: { id } }),
+  kvDelete: (id, key) => call("DELETE", "api/job/kv", { params: { id, key } }),
+  // Shared modules, versioned like scripts.
+  modules: () => call("GET", "api/modules"),
+  module: (name, version) => call("GET", "api/module", { params: { name, version } }),
+  saveModule: (name, source, note) => call("PUT", "api/module", { params: { name }, body: note ? { source, note } : { source } }),
+  deleteModule: (name) => call("DELETE", "api/module", { params: { name } }),
+  moduleVersions: (name) => call("GET", "api/module/versions", { params: { name } }),
+  rollbackModule: (name, version, note) => call("POST", "api/module/rollback", { params: { name, version }, body: note ? { note } : undefined }),
+  audit: (params) => call("GET", "api/audit", { params }),
 };
 
 /** The debug WebSocket's URL (same host as the page). */

@@ -9,6 +9,10 @@ import { scriptPage } from "./pages/script.js";
 import { runsPage } from "./pages/runs.js";
 import { overviewPage } from "./pages/overview.js";
 import { versionsPage } from "./pages/versions.js";
+import { statePage } from "./pages/state.js";
+import { secretsPage } from "./pages/secrets.js";
+import { modulesPage, moduleEditPage, moduleVersionsPage } from "./pages/modules.js";
+import { auditPage } from "./pages/audit.js";
 
 const root = document.getElementById("app");
 
@@ -23,6 +27,14 @@ const routes = [
   { name: "jobs", match: (p) => (p.length === 3 && p[0] === "jobs" && p[2] === "runs" ? { id: p[1] } : null), page: runsPage },
   { name: "jobs", match: (p) => (p.length === 3 && p[0] === "jobs" && p[2] === "overview" ? { id: p[1] } : null), page: overviewPage },
   { name: "jobs", match: (p) => (p.length === 3 && p[0] === "jobs" && p[2] === "versions" ? { id: p[1] } : null), page: versionsPage },
+  { name: "jobs", match: (p) => (p.length === 3 && p[0] === "jobs" && p[2] === "state" ? { id: p[1] } : null), page: statePage },
+  { name: "modules", match: (p) => (p.length === 1 && p[0] === "modules" ? {} : null), page: modulesPage },
+  { name: "modules", match: (p) => (p.length === 2 && p[0] === "modules" && p[1] === "new" ? { name: null } : null), page: moduleEditPage },
+  { name: "modules", match: (p) => (p.length === 2 && p[0] === "module" ? { name: p[1] } : null), page: moduleEditPage },
+  { name: "modules", match: (p) => (p.length === 3 && p[0] === "module" && p[2] === "versions" ? { name: p[1] } : null), page: moduleVersionsPage },
+  { name: "secrets", match: (p) => (p.length === 1 && p[0] === "secrets" ? {} : null), page: secretsPage },
+  { name: "jobs", match: (p) => (p.length === 3 && p[0] === "jobs" && p[2] === "audit" ? { id: p[1] } : null), page: auditPage },
+  { name: "audit", match: (p) => (p.length === 1 && p[0] === "audit" ? {} : null), page: auditPage },
 ];
 
 function highlightNav(name) {

@@ -1,5 +1,7 @@
 // Hash routing: #/, #/jobs, #/jobs/new, #/jobs/<id>, #/jobs/<id>/script, #/jobs/<id>/runs,
-// #/jobs/<id>/overview, #/jobs/<id>/versions.
+// #/jobs/<id>/overview, #/jobs/<id>/versions, #/jobs/<id>/state, #/jobs/<id>/audit,
+// #/modules, #/modules/new, #/module/<name>, #/module/<name>/versions, #/secrets, #/audit.
+// Each part is URI-encoded, so a module name with a "/" is one part.
 // A page is a function (root, params, query) returning an optional controller
 // { dispose(), canLeave(): Promise<boolean> }.
 

@@ -93,7 +93,9 @@ export function jobHeader(job, active, { onChanged, onDeleted, extra } = {}) {
       tab("edit", `#/jobs/${encodeURIComponent(id)}`, "Settings"),
       tab("script", `#/jobs/${encodeURIComponent(id)}/script`, "Script & debug"),
       tab("versions", `#/jobs/${encodeURIComponent(id)}/versions`, "Versions"),
-      tab("runs", `#/jobs/${encodeURIComponent(id)}/runs`, "Run history")));
+      tab("runs", `#/jobs/${encodeURIComponent(id)}/runs`, "Run history"),
+      tab("state", `#/jobs/${encodeURIComponent(id)}/state`, "State"),
+      tab("audit", `#/jobs/${encodeURIComponent(id)}/audit`, "Audit")));
 }
 
 /** True while the job's occurrences are skipped by a pause. */

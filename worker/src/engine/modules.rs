@@ -1,19 +1,28 @@
-//! `require(name)` and ES module resolution. The built-in module is `http`
-//! ([`super::http`]); `require` also finds the worker's native plugins
-//! ([`super::plugins`]; `require` only, not `import`). Every other name, relative path,
-//! absolute path or URL fails with `Error: Cannot find module '<name>'`, for `require`,
-//! static `import` and dynamic `import()` alike.
+//! `require(name)` and ES module resolution, for every kind of module a script can load,
+//! in this order:
+//! 1. the built-in `http` (also `node:http`, [`super::http`]);
+//! 2. the worker's native plugins ([`super::plugins`]);
+//! 3. the shared modules the supervisor sent with the run ([`super::shared`]).
 //!
-//! Must not: read files, or evaluate any source but the run's own script.
+//! `require`, static `import` and dynamic `import()` all find all three. Every other
+//! name, relative path, absolute path or URL fails with
+//! `Error: Cannot find module '<name>'` (`code: 'MODULE_NOT_FOUND'`).
+//!
+//! Must not: read files, or evaluate any source but the run's own script and the shared
+//! modules sent with it.
 
 use rquickjs::loader::{ImportAttributes, Loader, Resolver};
 use rquickjs::module::{Declarations, Exports, ModuleDef};
 use rquickjs::{Ctx, Exception, Function, Module, Object, Value};
 
-use super::{http, plugins};
+use super::{http, plugins, run_cx, shared};
 
 /// The name the script's own module is evaluated under (it shows in stack traces).
 pub(crate) const SCRIPT_NAME: &str = "job.js";
+
+/// A read-only global holding the real `require`, which the ES wrappers of CommonJS
+/// modules and plugins call (the script may shadow `require` itself).
+pub(crate) const HIDDEN_REQUIRE: &str = "__traitor_require";
 
 fn not_found(ctx: &Ctx<'_>, name: &str) -> rquickjs::Error {
     let e = Exception::from_message(ctx.clone(), &format!("Cannot find module '{name}'"));
@@ -27,30 +36,49 @@ fn not_found(ctx: &Ctx<'_>, name: &str) -> rquickjs::Error {
 }
 
 pub(crate) fn init<'js>(ctx: &Ctx<'js>, globals: &Object<'js>) -> rquickjs::Result<()> {
-    globals.set(
-        "require",
-        Function::new(ctx.clone(), |ctx: Ctx<'js>, name: Value<'js>| {
-            let name = name
-                .get::<rquickjs::Coerced<String>>()
-                .map(|c| c.0)
-                .unwrap_or_default();
-            match name.strip_prefix("node:").unwrap_or(&name) {
-                "http" => http::module_object(&ctx),
-                _ => match plugins::module_object(&ctx, &name)? {
-                    Some(m) => Ok(m),
-                    None => Err(not_found(&ctx, &name)),
-                },
-            }
-        })?
-        .with_name("require")?,
-    )?;
+    let require = Function::new(ctx.clone(), |ctx: Ctx<'js>, name: Value<'js>| {
+        let name = name
+            .get::<rquickjs::Coerced<String>>()
+            .map(|c| c.0)
+            .unwrap_or_default();
+        require(&ctx, &name)
+    })?
+    .with_name("require")?;
+    globals.set("require", require.clone())?;
+    let descriptor = Object::new(ctx.clone())?;
+    descriptor.set("value", require)?;
+    descriptor.set("writable", false)?;
+    descriptor.set("enumerable", false)?;
+    descriptor.set("configurable", false)?;
+    let define: Function<'js> = globals
+        .get::<_, Object<'js>>("Object")?
+        .get("defineProperty")?;
+    define.call::<_, ()>((globals.clone(), HIDDEN_REQUIRE, descriptor))?;
     Ok(())
 }
 
-/// Resolves `http` (and `node:http`) and nothing else.
-pub(crate) struct BuiltinOnly;
+/// `require(name)`: the module's value, or `MODULE_NOT_FOUND`.
+fn require<'js>(ctx: &Ctx<'js>, name: &str) -> rquickjs::Result<Value<'js>> {
+    if is_http(name) {
+        return http::module_object(ctx).map(Object::into_value);
+    }
+    if let Some(m) = plugins::module_object(ctx, name)? {
+        return Ok(m.into_value());
+    }
+    match shared::require(ctx, name)? {
+        Some(v) => Ok(v),
+        None => Err(not_found(ctx, name)),
+    }
+}
 
-impl Resolver for BuiltinOnly {
+fn is_http(name: &str) -> bool {
+    matches!(name, "http" | "node:http")
+}
+
+/// Resolves and loads what `require` would find, for `import`.
+pub(crate) struct ScriptModules;
+
+impl Resolver for ScriptModules {
     fn resolve<'js>(
         &mut self,
         ctx: &Ctx<'js>,
@@ -58,24 +86,42 @@ impl Resolver for BuiltinOnly {
         name: &str,
         _attributes: Option<ImportAttributes<'js>>,
     ) -> rquickjs::Result<String> {
-        match name {
-            "http" | "node:http" => Ok("http".into()),
-            _ => Err(not_found(ctx, name)),
+        if is_http(name) {
+            return Ok("http".into());
+        }
+        let known = run_cx(ctx)?.shared.has(name) || plugins::exists(ctx, name)?;
+        if known {
+            Ok(name.to_owned())
+        } else {
+            Err(not_found(ctx, name))
         }
     }
 }
 
-impl Loader for BuiltinOnly {
+impl Loader for ScriptModules {
     fn load<'js>(
         &mut self,
         ctx: &Ctx<'js>,
         name: &str,
         _attributes: Option<ImportAttributes<'js>>,
     ) -> rquickjs::Result<Module<'js, rquickjs::module::Declared>> {
-        match name {
-            "http" => Module::declare_def::<HttpModule, _>(ctx.clone(), "http"),
-            _ => Err(not_found(ctx, name)),
+        if name == "http" {
+            return Module::declare_def::<HttpModule, _>(ctx.clone(), "http");
         }
+        // A plugin wins over a shared module of the same name, as in `require`.
+        let esm_source = if plugins::exists(ctx, name)? {
+            None
+        } else {
+            run_cx(ctx)?.shared.esm_source(name)
+        };
+        let source = match esm_source {
+            Some(source) => source,
+            None => {
+                let value = require(ctx, name)?;
+                shared::wrapper_source(name, &value)?
+            }
+        };
+        Module::declare(ctx.clone(), name, source)
     }
 }
 

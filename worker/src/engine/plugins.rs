@@ -71,6 +71,12 @@ pub(crate) struct State<'js> {
     next_id: Cell<u32>,
 }
 
+/// Whether the worker has a plugin called `name` (loaded or failed to load).
+pub(crate) fn exists(ctx: &Ctx<'_>, name: &str) -> rquickjs::Result<bool> {
+    let cx = run_cx(ctx)?;
+    Ok(!matches!(cx.host.plugins.lookup(name), Lookup::Missing))
+}
+
 /// `require(name)` for a plugin: `Ok(None)` if no plugin has that name.
 pub(crate) fn module_object<'js>(
     ctx: &Ctx<'js>,

@@ -44,14 +44,23 @@ pub(crate) struct Plugin {
     pub(crate) name: String,
     pub(crate) methods: Vec<Method>,
     lib: ffi::Lib,
+    /// Held for each call into the plugin: runs have threads of their own, and ABI v1
+    /// promises a plugin one call at a time (its completions may come from anywhere).
+    calls: std::sync::Mutex<()>,
 }
 
 impl Plugin {
+    fn one_at_a_time(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.calls.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     pub(crate) fn call(&self, method: &Method, input: &[u8]) -> Reply {
+        let _turn = self.one_at_a_time();
         self.lib.call(&method.cname, input)
     }
 
     pub(crate) fn call_async(&self, method: &Method, input: &[u8], done: Done) {
+        let _turn = self.one_at_a_time();
         self.lib.call_async(&method.cname, input, done);
     }
 }
@@ -200,6 +209,7 @@ impl Plugins {
             name: name.clone(),
             methods,
             lib,
+            calls: std::sync::Mutex::new(()),
         });
         Ok(name)
     }

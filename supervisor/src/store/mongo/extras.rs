@@ -11,13 +11,13 @@ use mongodb::bson::{Binary, Bson, Document, doc, spec::BinarySubtype};
 use super::{Ctx as _, MongoStore};
 use crate::store::{KvCaps, KvSet, SecretMeta, StoreError, StoreResult};
 
-fn field_str(d: &Document, key: &str) -> StoreResult<String> {
+pub(super) fn field_str(d: &Document, key: &str) -> StoreResult<String> {
     d.get_str(key)
         .map(str::to_owned)
         .map_err(|e| StoreError::Other(anyhow::anyhow!("read field {key}: {e}")))
 }
 
-fn field_i64(d: &Document, key: &str) -> StoreResult<i64> {
+pub(super) fn field_i64(d: &Document, key: &str) -> StoreResult<i64> {
     match d.get(key) {
         Some(Bson::Int64(v)) => Ok(*v),
         Some(Bson::Int32(v)) => Ok(i64::from(*v)),

@@ -19,6 +19,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_initial.sql"),
     include_str!("migrations/0002_policies.sql"),
     include_str!("migrations/0003_secrets_kv.sql"),
+    include_str!("migrations/0004_modules.sql"),
+    include_str!("migrations/0005_audit.sql"),
 ];
 
 /// The schema version this build writes.

@@ -63,6 +63,12 @@ macro_rules! skippable_conformance_tests {
             check_grants_round_trip,
             check_kv_round_trip,
             check_kv_caps,
+            check_audit_round_trip_and_order,
+            check_audit_filters_and_pages,
+            check_audit_prune,
+            check_modules_round_trip,
+            check_module_delete,
+            check_concurrent_module_saves,
         );
     };
     (@each $make:expr; $($check:ident),* $(,)?) => {

@@ -130,7 +130,7 @@ fn kv_set(
     Ok(KvSet::Stored)
 }
 
-fn unexpected(what: &str) -> StoreError {
+pub(super) fn unexpected(what: &str) -> StoreError {
     StoreError::Other(anyhow::anyhow!(
         "{what}: the writer gave an unexpected reply"
     ))

@@ -143,6 +143,79 @@ async fn migrates_a_v1_database_and_reopens_idempotently() {
 }
 
 #[tokio::test]
+async fn the_current_script_moves_into_its_version_and_every_version_stays() {
+    let dir = temp_dir();
+    let path = dir.path().join("traitor.db");
+    // The step that dropped `scripts` ("Version 6"), whatever its place in the list.
+    let before = schema::MIGRATIONS
+        .iter()
+        .position(|m| m.starts_with("-- Version 6:"))
+        .expect("the step that drops scripts") as u32;
+    {
+        let mut conn = Connection::open(&path).expect("open raw");
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .expect("foreign keys");
+        schema::migrate(&mut conn, before).expect("migrate to the version before");
+        let job = |id: &str, script_version: i64| {
+            format!(
+                "INSERT INTO jobs (id, name, description, exec_type, cron, exec_at_ms, \
+                 timezone, enabled, time_limit_ms, memory_limit_mb, overlap, misfire, \
+                 misfire_window_s, version, created_at_ms, updated_at_ms, script_version, \
+                 script_note) VALUES ('{id}', 'n', '', 0, '* * * * *', NULL, 'UTC', 0, 1000, \
+                 64, 'skip', 'run_once', 60, 1, 10, 30, {script_version}, 'note {id}')"
+            )
+        };
+        conn.execute_batch(&format!(
+            "{}; {}; \
+             INSERT INTO scripts (job_id, source) VALUES ('a', 'two()'), ('b', 'b1()'); \
+             INSERT INTO script_versions (job_id, version, source, note, created_at_ms) \
+             VALUES ('a', 1, 'one()', 'n1', 10), ('a', 2, 'two, stale()', 'n2', 20);",
+            job("a", 2),
+            job("b", 1)
+        ))
+        .expect("rows of the version before");
+    }
+    let store = SqliteStore::open(&path).expect("open migrated");
+    // `scripts` was what runs loaded: it wins over a differing current version.
+    assert_eq!(
+        store.get_script("a").await.expect("script").as_deref(),
+        Some("two()")
+    );
+    let v2 = store
+        .get_script_version("a", 2)
+        .await
+        .expect("version")
+        .expect("kept");
+    assert_eq!(
+        (v2.source.as_deref(), v2.note.as_str(), v2.created_at_ms),
+        (Some("two()"), "n2", 20)
+    );
+    let v1 = store.get_script_version("a", 1).await.expect("version");
+    assert_eq!(v1.and_then(|v| v.source).as_deref(), Some("one()"));
+    // A current script without its version row gains one.
+    assert_eq!(
+        store.get_script("b").await.expect("script").as_deref(),
+        Some("b1()")
+    );
+    assert_eq!(
+        store
+            .list_script_versions("b")
+            .await
+            .expect("versions")
+            .len(),
+        1
+    );
+    // Versions still go with their job.
+    store.delete_job("a").await.expect("delete");
+    assert_eq!(
+        store.get_script_version("a", 1).await.expect("version"),
+        None
+    );
+    assert_eq!(store.get_script("a").await.expect("script"), None);
+    store.close().await;
+}
+
+#[tokio::test]
 async fn refuses_a_database_from_the_future() {
     let dir = temp_dir();
     let path = dir.path().join("traitor.db");

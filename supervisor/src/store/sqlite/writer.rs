@@ -12,6 +12,7 @@
 //! request holds the writer for long. This module does not read for callers: reads go
 //! through the read pool.
 
+use std::sync::LazyLock;
 use std::sync::atomic::Ordering;
 
 use anyhow::{Context, anyhow};
@@ -71,14 +72,16 @@ pub(super) enum Op {
     },
     /// Secrets and kv (see [`super::extras`]).
     Extra(super::extras::ExtraOp),
+    /// The audit log (see [`super::audit`]).
+    Audit(super::audit::AuditOp),
+    Module(super::modules::ModuleOp),
 }
 
 impl Op {
     fn payload_bytes(&self) -> usize {
         match self {
-            // The script goes in twice: as the current one and as a version.
-            Op::Create { script, .. } => 2 * script.len() + 512,
-            Op::Update { script, .. } => 2 * script.as_ref().map_or(0, String::len) + 512,
+            Op::Create { script, .. } => script.len() + 512,
+            Op::Update { script, .. } => script.as_ref().map_or(0, String::len) + 512,
             Op::Record { runs } => runs
                 .iter()
                 .map(|r| 256 + r.log.iter().map(|l| l.text.len() + 32).sum::<usize>())
@@ -88,6 +91,8 @@ impl Op {
             | Op::PruneOld { .. }
             | Op::PruneKeep { .. } => 64,
             Op::Extra(op) => op.payload_bytes(),
+            Op::Audit(op) => op.payload_bytes(),
+            Op::Module(op) => op.payload_bytes(),
         }
     }
 }
@@ -104,6 +109,8 @@ pub(super) enum Reply {
     },
     /// What a kv set did.
     KvSet(crate::store::KvSet),
+    /// The version a module save wrote.
+    Version(u64),
 }
 
 pub(super) type Sender = mpsc::UnboundedSender<Request>;
@@ -302,18 +309,24 @@ fn apply(conn: &Connection, op: &Op) -> StoreResult<Reply> {
         Op::PruneOld { older_than_ms } => prune_old(conn, *older_than_ms),
         Op::PruneKeep { keep, after_id } => prune_keep(conn, *keep, after_id.as_deref()),
         Op::Extra(op) => super::extras::apply(conn, op),
+        Op::Audit(op) => super::audit::apply(conn, op),
+        Op::Module(op) => super::modules::apply(conn, op),
     }
 }
 
-fn create(conn: &Connection, job: &Job, script: &str) -> StoreResult<()> {
-    let sql = format!(
+/// The insert of a new job (built once: `prepare_cached` finds it by its text).
+static INSERT_JOB: LazyLock<String> = LazyLock::new(|| {
+    format!(
         "INSERT INTO jobs ({JOB_COLUMNS}) VALUES \
          (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, \
          ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29) \
          ON CONFLICT (id) DO NOTHING"
-    );
+    )
+});
+
+fn create(conn: &Connection, job: &Job, script: &str) -> StoreResult<()> {
     let inserted = conn
-        .prepare_cached(&sql)
+        .prepare_cached(&INSERT_JOB)
         .ctx("prepare insert job")?
         .execute(params![
             job.id,
@@ -350,15 +363,12 @@ fn create(conn: &Connection, job: &Job, script: &str) -> StoreResult<()> {
     if inserted == 0 {
         return Err(StoreError::Duplicate(job.id.clone()));
     }
-    conn.prepare_cached("INSERT OR REPLACE INTO scripts (job_id, source) VALUES (?1, ?2)")
-        .ctx("prepare insert script")?
-        .execute(params![job.id, script])
-        .ctx("insert script")?;
     // A new job has no versions (they go with a deleted job of the same id).
     insert_version(conn, job, script, job.created_at_ms)
 }
 
-/// Keeps `script` as version `job.script_version` of the job's script.
+/// Keeps `script` as version `job.script_version` of the job's script: the job's
+/// current script from the moment `jobs.script_version` names it.
 fn insert_version(conn: &Connection, job: &Job, script: &str, at_ms: i64) -> StoreResult<()> {
     conn.prepare_cached(
         "INSERT INTO script_versions (job_id, version, source, note, created_at_ms) \
@@ -454,10 +464,6 @@ fn update(conn: &Connection, job: &Job, script: Option<&str>, expected: u64) -> 
         });
     }
     if let Some(script) = script {
-        conn.prepare_cached("INSERT OR REPLACE INTO scripts (job_id, source) VALUES (?1, ?2)")
-            .ctx("prepare replace script")?
-            .execute(params![job.id, script])
-            .ctx("replace script")?;
         insert_version(conn, job, script, job.updated_at_ms)?;
     }
     Ok(())

@@ -125,6 +125,34 @@ export function jobFormPage(root, { id }) {
     const controls = { name, description, cron, timezone: tz, execAt, timeLimitMs: timeLimit, memoryLimitMb: memLimit, execType: typeTiming, type: typeTiming };
     for (const [k, f] of Object.entries(policyFields)) { errors[k] = f.error; controls[k] = policyControls[k]; }
 
+    // Secret grants: a checkbox per existing secret. Sent only once the list has loaded,
+    // so that a failed load never drops the job's grants.
+    const grantsError = el("div", { class: "error", id: "secrets-error", role: "alert" });
+    const grantsBox = el("div", { class: "grants", id: "secret-grants", role: "group", "aria-labelledby": "secrets-title", "aria-describedby": "secrets-hint secrets-error", tabindex: "-1" },
+      el("span", { class: "faint small" }, "Loading the secrets…"));
+    let grantChecks = null; // name → checkbox, once loaded
+    errors.secrets = grantsError;
+    controls.secrets = grantsBox;
+    api.secrets().then((list) => {
+      if (disposed) return;
+      const granted = new Set(job ? job.secrets || [] : []);
+      const names = [...new Set([...list.map((x) => x.name), ...granted])].sort();
+      grantChecks = new Map();
+      if (!names.length) {
+        fill(grantsBox, el("span", { class: "muted small", id: "no-secrets" }, "There are no secrets yet. ",
+          el("a", { href: "#/secrets" }, "Create one"), ", then grant it here."));
+        return;
+      }
+      fill(grantsBox, names.map((n) => {
+        const box = el("input", { type: "checkbox", name: "secrets", value: n, id: `grant-${n}`, checked: granted.has(n) });
+        grantChecks.set(n, box);
+        return el("label", { class: "checkbox grant", for: `grant-${n}` }, box, el("code", {}, n));
+      }));
+    }, (e) => {
+      if (disposed) return;
+      fill(grantsBox, el("div", { class: "alert alert-bad small" }, `Could not load the secrets (${e.message}); the job's grants stay as they are.`));
+    });
+
     const preview = el("div", { class: "preview", id: "cron-preview", "aria-live": "polite" });
     const execRel = el("div", { class: "small muted", id: "execAt-relative", "aria-live": "polite" });
     const examples = el("div", { class: "examples" }, el("span", { class: "faint small" }, "Examples"),
@@ -167,6 +195,12 @@ export function jobFormPage(root, { id }) {
       el("div", { class: "form-section" },
         el("h2", {}, "Limits"),
         el("div", { class: "row" }, el("div", { class: "row" }, fTime.node, fMem.node), el("div"))),
+      el("div", { class: "form-section", id: "secrets-section" },
+        el("h2", { id: "secrets-title" }, "Secrets"),
+        el("div", { class: "field" },
+          el("div", { class: "hint", id: "secrets-hint" }, "The secrets this job's scripts may read, as secrets.NAME. Values are managed on the ",
+            el("a", { href: "#/secrets" }, "Secrets"), " page."),
+          grantsBox, grantsError)),
       el("div", { class: "form-actions" },
         submit,
         isNew ? el("label", { class: "checkbox" }, startNow, "Start it right away") : null,
@@ -306,6 +340,7 @@ export function jobFormPage(root, { id }) {
         if (input.value !== "") body[input.id] = Number(input.value);
       }
       if (!timing && job && job.jitterS) body.jitterS = 0;
+      if (grantChecks) body.secrets = [...grantChecks].filter(([, box]) => box.checked).map(([n]) => n);
       submit.disabled = true;
       try {
         if (isNew) {

@@ -1,0 +1,172 @@
+//! The audit log in the SQLite store: appends and prunes through the writer thread (like
+//! every write), lists through the read pool.
+
+use anyhow::{Context as _, anyhow};
+use rusqlite::types::Value;
+use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
+
+use super::writer::{Ctx as _, Op, PRUNE_CHUNK, Reply};
+use super::{SqliteStore, limit_i64};
+use crate::store::{AuditEntry, AuditListQuery, StoreError, StoreResult};
+
+pub(super) enum AuditOp {
+    Append(AuditEntry),
+    /// Deletes up to [`PRUNE_CHUNK`] entries older than the cutoff or beyond the newest
+    /// `keep`.
+    Prune {
+        keep: u64,
+        older_than_ms: i64,
+    },
+}
+
+impl AuditOp {
+    pub(super) fn payload_bytes(&self) -> usize {
+        match self {
+            AuditOp::Append(e) => e.detail_json.len() + e.target.len() + 128,
+            AuditOp::Prune { .. } => 64,
+        }
+    }
+}
+
+pub(super) fn apply(conn: &Connection, op: &AuditOp) -> StoreResult<Reply> {
+    match op {
+        AuditOp::Append(e) => {
+            conn.prepare_cached(
+                "INSERT INTO audit (id, at_ms, actor, node, action, target, detail) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (id) DO NOTHING",
+            )
+            .ctx("prepare append audit")?
+            .execute(params![
+                e.id,
+                e.at_ms,
+                e.actor,
+                e.node,
+                e.action,
+                e.target,
+                e.detail_json
+            ])
+            .ctx("append audit")?;
+            Ok(Reply::Done)
+        }
+        AuditOp::Prune {
+            keep,
+            older_than_ms,
+        } => {
+            // The newest entry that is not kept; it and everything older go.
+            let cut: Option<(i64, String)> = conn
+                .prepare_cached(
+                    "SELECT at_ms, id FROM audit ORDER BY at_ms DESC, id DESC LIMIT 1 OFFSET ?1",
+                )
+                .ctx("prepare audit cutoff")?
+                .query_row([limit_i64(Some(*keep))], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+                .ctx("audit cutoff")?;
+            let (cut_ms, cut_id) = cut.unzip();
+            let n = conn
+                .prepare_cached(
+                    "DELETE FROM audit WHERE id IN (SELECT id FROM audit \
+                     WHERE at_ms < ?1 OR (at_ms, id) <= (?2, ?3) LIMIT ?4)",
+                )
+                .ctx("prepare prune audit")?
+                .execute(params![
+                    older_than_ms,
+                    cut_ms,
+                    cut_id,
+                    limit_i64(Some(PRUNE_CHUNK))
+                ])
+                .ctx("prune audit")?;
+            Ok(Reply::Pruned {
+                deleted: n as u64,
+                next: None,
+            })
+        }
+    }
+}
+
+impl SqliteStore {
+    pub(super) async fn x_append_audit(&self, entry: &AuditEntry) -> StoreResult<()> {
+        self.write(Op::Audit(AuditOp::Append(entry.clone())))
+            .await
+            .map(|_| ())
+    }
+
+    pub(super) async fn x_prune_audit(&self, keep: u64, older_than_ms: i64) -> StoreResult<u64> {
+        let mut total = 0;
+        // In chunks, each its own request, so other writes interleave with a big prune.
+        loop {
+            match self
+                .write(Op::Audit(AuditOp::Prune {
+                    keep,
+                    older_than_ms,
+                }))
+                .await?
+            {
+                Reply::Pruned { deleted, .. } => {
+                    total += deleted;
+                    if deleted < PRUNE_CHUNK {
+                        return Ok(total);
+                    }
+                }
+                _ => {
+                    return Err(StoreError::Other(anyhow!(
+                        "prune audit: unexpected writer reply"
+                    )));
+                }
+            }
+        }
+    }
+
+    pub(super) async fn x_list_audit(&self, q: &AuditListQuery) -> StoreResult<Vec<AuditEntry>> {
+        let mut clauses = Vec::new();
+        let mut args: Vec<Value> = Vec::new();
+        let arg = |args: &mut Vec<Value>, v: Value| {
+            args.push(v);
+            format!("?{}", args.len())
+        };
+        if let Some(t) = &q.target {
+            let p = arg(&mut args, Value::Text(t.clone()));
+            clauses.push(format!("target = {p}"));
+        }
+        if let Some(a) = &q.actor {
+            let p = arg(&mut args, Value::Text(a.clone()));
+            clauses.push(format!("actor = {p}"));
+        }
+        if let Some(a) = &q.action_prefix {
+            let p = arg(&mut args, Value::Text(a.clone()));
+            clauses.push(format!("substr(action, 1, length({p})) = {p}"));
+        }
+        if let Some((ms, id)) = &q.before {
+            let pm = arg(&mut args, Value::Integer(*ms));
+            let pi = arg(&mut args, Value::Text(id.clone()));
+            clauses.push(format!("(at_ms, id) < ({pm}, {pi})"));
+        }
+        let filter = if clauses.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", clauses.join(" AND "))
+        };
+        let limit = arg(&mut args, Value::Integer(limit_i64(Some(q.limit))));
+        let sql = format!(
+            "SELECT id, at_ms, actor, node, action, target, detail FROM audit {filter} \
+             ORDER BY at_ms DESC, id DESC LIMIT {limit}"
+        );
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(&sql).context("prepare list audit")?;
+            let rows = stmt
+                .query_map(params_from_iter(args.iter()), |r| {
+                    Ok(AuditEntry {
+                        id: r.get(0)?,
+                        at_ms: r.get(1)?,
+                        actor: r.get(2)?,
+                        node: r.get(3)?,
+                        action: r.get(4)?,
+                        target: r.get(5)?,
+                        detail_json: r.get(6)?,
+                    })
+                })
+                .context("list audit")?;
+            rows.collect::<Result<_, _>>().context("read audit entries")
+        })
+        .await
+    }
+}
