@@ -29,7 +29,7 @@ use crate::scheduler::{
 };
 use crate::stats::RunStats;
 use crate::store::{
-    ENABLED_PAGE, JobListQuery, JobOrder, RunListQuery, Store, StoreError, VERSIONS_PAGE,
+    AuditEntry, ENABLED_PAGE, JobListQuery, JobOrder, RunListQuery, Store, StoreError, VERSIONS_PAGE,
 };
 
 mod audit;
@@ -272,10 +272,17 @@ impl Service {
             .ok_or_else(|| not_found(id))
     }
 
-    /// Writes a changed job and brings the schedule in line with it.
-    async fn save(&self, job: &Job, script: Option<&str>, expected: u64) -> ServiceResult<()> {
+    /// Writes a changed job with its audit entry (in one transaction) and brings the
+    /// schedule in line with it.
+    async fn save(
+        &self,
+        job: &Job,
+        script: Option<&str>,
+        expected: u64,
+        entry: AuditEntry,
+    ) -> ServiceResult<()> {
         self.store
-            .update_job(job, script, expected)
+            .update_job_audited(job, script, expected, Some(&entry))
             .await
             .map_err(store_err)?;
         self.announce(&job.id, job.version);
@@ -808,13 +815,17 @@ impl Backend for Service {
         validate(&job, Some(&script), start || delay_ahead)?;
         job.enabled = start;
         let _guard = self.lock_for(&job.id).lock().await;
+        let entry = self.audit_entry(
+            actor,
+            "job.create",
+            &job.id,
+            audit::job_created(&job, &script),
+        );
         self.store
-            .create_job(&job, &script)
+            .create_job_audited(&job, &script, Some(&entry))
             .await
             .map_err(store_err)?;
         self.announce(&job.id, job.version);
-        let detail = audit::job_created(&job, &script);
-        self.record(actor, "job.create", &job.id, detail).await;
         if start {
             self.apply_schedule(&job).await?;
             self.runner.warm_script(&job.id, job.version, &script);
@@ -858,9 +869,10 @@ impl Backend for Service {
         )?;
         job.version = old.version + 1;
         job.updated_at_ms = now_ms();
-        self.save(&job, script.as_deref(), old.version).await?;
         let detail = audit::job_changes(&old, &job, script.as_deref());
-        self.record(actor, "job.update", id, detail).await;
+        let entry = self.audit_entry(actor, "job.update", id, detail);
+        self.save(&job, script.as_deref(), old.version, entry)
+            .await?;
         Ok(())
     }
 
@@ -873,7 +885,12 @@ impl Backend for Service {
             .await
             .map_err(store_err)?
             .map(|j| j.name);
-        let existed = self.store.delete_job(id).await.map_err(store_err)?;
+        let entry = self.audit_entry(actor, "job.delete", id, serde_json::json!({ "name": name }));
+        let existed = self
+            .store
+            .delete_job_audited(id, Some(&entry))
+            .await
+            .map_err(store_err)?;
         self.announce(id, u64::MAX);
         self.scheduler
             .remove(id)
@@ -882,8 +899,6 @@ impl Backend for Service {
         if !existed {
             return Err(not_found(id));
         }
-        self.record(actor, "job.delete", id, serde_json::json!({ "name": name }))
-            .await;
         self.metrics.egress.forget(id);
         tracing::info!(job = %id, "job deleted");
         Ok(())
@@ -977,9 +992,9 @@ impl Backend for Service {
         job.script_note = note;
         job.version += 1;
         job.updated_at_ms = now_ms();
-        self.save(&job, Some(&script), old.version).await?;
         let detail = audit::job_changes(&old, &job, Some(&script));
-        self.record(actor, "script.update", id, detail).await;
+        let entry = self.audit_entry(actor, "script.update", id, detail);
+        self.save(&job, Some(&script), old.version, entry).await?;
         Ok(())
     }
 
@@ -1052,10 +1067,9 @@ impl Backend for Service {
         }
         job.version += 1;
         job.updated_at_ms = now_ms();
-        self.save(&job, None, old.version).await?;
         let action = if enable { "job.enable" } else { "job.disable" };
-        self.record(actor, action, id, audit::job_changes(&old, &job, None))
-            .await;
+        let entry = self.audit_entry(actor, action, id, audit::job_changes(&old, &job, None));
+        self.save(&job, None, old.version, entry).await?;
         tracing::info!(job = %id, enable, "job state changed");
         Ok(())
     }

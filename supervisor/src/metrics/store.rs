@@ -86,31 +86,48 @@ impl TimedStore {
 
 /// Times one delegated call.
 macro_rules! timed {
-    ($self:ident, $op:ident ( $($arg:expr),* )) => {{
+    ($self:ident, $op:ident ( $($arg:expr),* )) => {
+        timed!($self, stringify!($op), $op($($arg),*))
+    };
+    ($self:ident, $name:expr, $op:ident ( $($arg:expr),* )) => {{
         let started = Instant::now();
         let r = $self.inner.$op($($arg),*).await;
-        $self.latency.observe(stringify!($op), started);
+        $self.latency.observe($name, started);
         r
     }};
 }
 
 #[async_trait]
 impl Store for TimedStore {
-    async fn create_job(&self, job: &Job, script: &str) -> StoreResult<()> {
-        timed!(self, create_job(job, script))
+    async fn create_job_audited(
+        &self,
+        job: &Job,
+        script: &str,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<()> {
+        timed!(self, "create_job", create_job_audited(job, script, audit))
     }
 
-    async fn update_job(
+    async fn update_job_audited(
         &self,
         job: &Job,
         script: Option<&str>,
         expected_version: u64,
+        audit: Option<&AuditEntry>,
     ) -> StoreResult<()> {
-        timed!(self, update_job(job, script, expected_version))
+        timed!(
+            self,
+            "update_job",
+            update_job_audited(job, script, expected_version, audit)
+        )
     }
 
-    async fn delete_job(&self, id: &str) -> StoreResult<bool> {
-        timed!(self, delete_job(id))
+    async fn delete_job_audited(
+        &self,
+        id: &str,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<bool> {
+        timed!(self, "delete_job", delete_job_audited(id, audit))
     }
 
     async fn get_job(&self, id: &str) -> StoreResult<Option<Job>> {
@@ -285,6 +302,21 @@ mod tests {
         assert_eq!(snap["count_jobs"].count, 2);
         assert_eq!(snap["create_job"].count, 0);
         assert_eq!(snap.len(), OPS.len());
+
+        // The audited writes count under the plain names: they are the same calls.
+        let job = crate::store::conformance::sample_job("j");
+        store.create_job(&job, "s").await.expect("create");
+        store.create_job_audited(&job, "s", None).await.ok();
+        let mut next = job.clone();
+        next.version += 1;
+        store
+            .update_job_audited(&next, None, job.version, None)
+            .await
+            .expect("update");
+        store.delete_job_audited("j", None).await.expect("delete");
+        let snap: std::collections::HashMap<_, _> = latency.snapshot().into_iter().collect();
+        let counts = ["create_job", "update_job", "delete_job"].map(|op| snap[op].count);
+        assert_eq!(counts, [2, 1, 1]);
         store.close().await;
     }
 }

@@ -1,14 +1,18 @@
 //! The audit log: the entry each change made through the API leaves, and reading them
 //! back (`GET /api/audit`).
 //!
-//! An entry is written where the change is made, right after the store has committed
-//! it and before the request is answered; a request that fails before its change is
-//! committed leaves none. A job's entry says what changed as `{"changes": {field: {old,
-//! new}}}` with the API's field names; a script appears as its version, its size and
-//! its note, never its text, and a secret's value never appears at all.
+//! An entry is written where the change is made. Job writes (create, update, script
+//! saves and rollbacks, enable, pause, delete) hand their entry to the store, which
+//! keeps it in the change's own transaction: the change and its entry are stored
+//! together or not at all (MongoDB, used without transactions, appends it right after).
+//! A request that fails before its change is committed leaves none. A job's entry says
+//! what changed as `{"changes": {field: {old, new}}}` with the API's field names; a
+//! script appears as its version, its size and its note, never its text, and a
+//! secret's value never appears at all.
 //!
-//! The entry is not in the change's transaction: if the append fails (the store went
-//! away between the two writes) or the process dies between them, the change stands
+//! The other changes (secrets, kv, modules, manual runs, backfills) append their entry
+//! right after the store has committed the change and before the request is answered:
+//! if the append fails or the process dies between the two writes, the change stands
 //! without its entry. The append failure is logged at error level with the whole
 //! entry, so the record survives in the service's log.
 
@@ -94,9 +98,16 @@ pub(super) fn module_saved(v: &web::dto::ModuleView) -> Value {
 }
 
 impl Service {
-    /// Appends one entry; see the module docs for what a failure means.
-    pub(super) async fn record(&self, actor: &Actor, action: &str, target: &str, detail: Value) {
-        let entry = AuditEntry {
+    /// The entry of a change made now by `actor` on this node. Job writes hand it to the
+    /// store, which keeps it in the change's own transaction.
+    pub(super) fn audit_entry(
+        &self,
+        actor: &Actor,
+        action: &str,
+        target: &str,
+        detail: Value,
+    ) -> AuditEntry {
+        AuditEntry {
             id: uuid::Uuid::now_v7().to_string(),
             at_ms: now_ms(),
             actor: actor.0.clone(),
@@ -104,7 +115,13 @@ impl Service {
             action: action.to_owned(),
             target: target.to_owned(),
             detail_json: detail.to_string(),
-        };
+        }
+    }
+
+    /// Appends one entry after its change, for the changes whose store calls do not
+    /// carry one; see the module docs for what a failure means.
+    pub(super) async fn record(&self, actor: &Actor, action: &str, target: &str, detail: Value) {
+        let entry = self.audit_entry(actor, action, target, detail);
         if let Err(e) = self.store.append_audit(&entry).await {
             tracing::error!(
                 error = %e,

@@ -88,10 +88,10 @@ impl Service {
         job.script_note = note;
         job.version += 1;
         job.updated_at_ms = now_ms();
-        self.save(&job, Some(&source), old.version).await?;
         let mut detail = super::audit::job_changes(&old, &job, Some(&source));
         detail["restored"] = serde_json::json!(version);
-        self.record(actor, "job.rollback", id, detail).await;
+        let entry = self.audit_entry(actor, "job.rollback", id, detail);
+        self.save(&job, Some(&source), old.version, entry).await?;
         tracing::info!(job = %id, from = version, to = job.script_version, "script rolled back");
         Ok(job.script_version)
     }
@@ -169,14 +169,14 @@ impl Service {
         job.paused_until_ms = until_ms;
         job.version += 1;
         job.updated_at_ms = now_ms();
-        self.save(&job, None, old.version).await?;
         let action = if until_ms.is_some() {
             "job.pause"
         } else {
             "job.resume"
         };
         let detail = super::audit::job_changes(&old, &job, None);
-        self.record(actor, action, id, detail).await;
+        let entry = self.audit_entry(actor, action, id, detail);
+        self.save(&job, None, old.version, entry).await?;
         tracing::info!(job = %id, until_ms, "pause changed");
         Ok(())
     }

@@ -85,6 +85,8 @@ macro_rules! store_conformance_tests {
             check_audit_round_trip_and_order,
             check_audit_filters_and_pages,
             check_audit_prune,
+            check_job_writes_keep_their_audit_entry,
+            check_concurrent_audited_creates,
             check_modules_round_trip,
             check_module_delete,
             check_concurrent_module_saves,

@@ -163,22 +163,55 @@ pub struct RunListQuery {
 pub trait Store: Send + Sync + 'static {
     /// Stores a new job and its script, which becomes script version
     /// `job.script_version` with note `job.script_note`. `Duplicate` if the id exists.
-    async fn create_job(&self, job: &Job, script: &str) -> StoreResult<()>;
+    ///
+    /// With `audit`, the entry is stored in the same transaction: both or neither (the
+    /// MongoDB store, which has no transactions, appends it right after; see there).
+    async fn create_job_audited(
+        &self,
+        job: &Job,
+        script: &str,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<()>;
 
     /// Replaces the job row (all fields but `created_at_ms` and `last`), and the script
     /// when given, if the stored version is `expected_version`; the caller has already
     /// bumped `job.version`. A given script is also kept as the immutable script version
     /// `job.script_version` (note `job.script_note`, time `job.updated_at_ms`); the
-    /// caller has bumped that too. `NotFound`, `VersionConflict`.
+    /// caller has bumped that too. `NotFound`, `VersionConflict`. `audit` as for
+    /// [`Store::create_job_audited`]: stored only if the update is.
+    async fn update_job_audited(
+        &self,
+        job: &Job,
+        script: Option<&str>,
+        expected_version: u64,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<()>;
+
+    /// Deletes the job, its script and its history. `Ok(false)` if it did not exist.
+    /// `audit` as for [`Store::create_job_audited`]: stored only if a job was deleted.
+    async fn delete_job_audited(&self, id: &str, audit: Option<&AuditEntry>)
+    -> StoreResult<bool>;
+
+    /// [`Store::create_job_audited`] without an audit entry.
+    async fn create_job(&self, job: &Job, script: &str) -> StoreResult<()> {
+        self.create_job_audited(job, script, None).await
+    }
+
+    /// [`Store::update_job_audited`] without an audit entry.
     async fn update_job(
         &self,
         job: &Job,
         script: Option<&str>,
         expected_version: u64,
-    ) -> StoreResult<()>;
+    ) -> StoreResult<()> {
+        self.update_job_audited(job, script, expected_version, None)
+            .await
+    }
 
-    /// Deletes the job, its script and its history. `Ok(false)` if it did not exist.
-    async fn delete_job(&self, id: &str) -> StoreResult<bool>;
+    /// [`Store::delete_job_audited`] without an audit entry.
+    async fn delete_job(&self, id: &str) -> StoreResult<bool> {
+        self.delete_job_audited(id, None).await
+    }
 
     async fn get_job(&self, id: &str) -> StoreResult<Option<Job>>;
 

@@ -778,6 +778,152 @@ impl MongoStore {
     }
 }
 
+/// Job writes without their audit entries: the trait's methods add the entries.
+impl MongoStore {
+    async fn create_job_only(&self, job: &Job, script: &str) -> StoreResult<()> {
+        let _permit = self.enter()?;
+        let rev = new_rev();
+        let doc = job_doc(job, &rev).ctx("create job")?;
+        self.put_script(&rev, &job.id, script).await?;
+        if let Err(e) = self.jobs.insert_one(doc).await {
+            if is_duplicate_key(&e) {
+                self.drop_script(&rev).await;
+                return Err(StoreError::Duplicate(job.id.clone()));
+            }
+            // The insert may have been applied (a write concern error, a connection
+            // lost after the write), so the revision stays: deleting it could leave the
+            // job without its script. At worst it is garbage.
+            return Err(mongo_err(e, "insert job"));
+        }
+        // A delete of an earlier job with this id that died half-way may have left its
+        // history behind; the new job starts clean. Best effort: the job is stored.
+        if let Err(e) = self.runs.delete_many(doc! { "job_id": &job.id }).await {
+            tracing::warn!(error = %e, job = %job.id, "clear leftover runs of a new job");
+        }
+        // The first version, replacing one such a delete left. Best effort too: without
+        // it the job still runs, only its history of scripts lacks the first entry.
+        let fields = version_fields(job, script, &rev, job.created_at_ms).ctx("create job")?;
+        let key = doc! {
+            "job_id": &job.id,
+            "version": to_i64(job.script_version, "script_version").ctx("create job")?,
+        };
+        if let Err(e) = self
+            .versions
+            .update_one(key, doc! { "$set": fields, "$currentDate": { "at": true } })
+            .upsert(true)
+            .await
+        {
+            tracing::warn!(error = %e, job = %job.id, "keep the first script version of a new job");
+        }
+        Ok(())
+    }
+
+    async fn update_job_only(
+        &self,
+        job: &Job,
+        script: Option<&str>,
+        expected_version: u64,
+    ) -> StoreResult<()> {
+        let _permit = self.enter()?;
+        let mut set = job_update_fields(job).ctx("update job")?;
+        let expected = to_i64(expected_version, "expected version").ctx("update job")?;
+        let rev = script.map(|_| new_rev());
+        if let (Some(rev), Some(source)) = (&rev, script) {
+            self.put_script(rev, &job.id, source).await?;
+            if let Err(e) = self.save_version(job, source, rev, expected_version).await {
+                self.drop_script(rev).await;
+                return Err(e);
+            }
+            set.insert("script_rev", rev.as_str());
+        }
+        // One atomic update: the fields, the version and the script revision together.
+        let res = self
+            .jobs
+            .update_one(
+                doc! { "_id": &job.id, "version": expected },
+                doc! { "$set": set },
+            )
+            .await;
+        let matched = match res {
+            Ok(r) => r.matched_count > 0,
+            // The update may have been applied (see create_job): the revision stays, and
+            // the next update's sweep removes it if nothing points at it.
+            Err(e) => return Err(mongo_err(e, "update job")),
+        };
+        if !matched {
+            if let Some(rev) = &rev {
+                self.drop_version(&job.id, job.script_version, rev).await;
+                self.drop_script(rev).await;
+            }
+            let exists = self
+                .jobs
+                .find_one(doc! { "_id": &job.id })
+                .projection(doc! { "_id": 1 })
+                .await
+                .ctx("find job")?
+                .is_some();
+            return Err(if exists {
+                StoreError::VersionConflict {
+                    id: job.id.clone(),
+                    expected: expected_version,
+                }
+            } else {
+                StoreError::NotFound(job.id.clone())
+            });
+        }
+        if let Some(rev) = &rev {
+            self.sweep_scripts(&job.id, rev).await;
+        }
+        Ok(())
+    }
+
+    async fn delete_job_only(&self, id: &str) -> StoreResult<bool> {
+        let _permit = self.enter()?;
+        let deleted = self
+            .jobs
+            .delete_one(doc! { "_id": id })
+            .await
+            .ctx("delete job")?
+            .deleted_count;
+        // Also when the job was already gone: whatever a half-done delete left.
+        self.scripts
+            .delete_many(doc! { "job_id": id })
+            .await
+            .ctx("delete scripts of job")?;
+        self.versions
+            .delete_many(doc! { "job_id": id })
+            .await
+            .ctx("delete script versions of job")?;
+        self.runs
+            .delete_many(doc! { "job_id": id })
+            .await
+            .ctx("delete runs of job")?;
+        self.kv
+            .delete_many(doc! { "job_id": id })
+            .await
+            .ctx("delete kv of job")?;
+        Ok(deleted > 0)
+    }
+
+    /// Stores a change's audit entry right after the change. MongoDB is used here
+    /// without transactions, so this is the one store where a change can stand without
+    /// its entry (the process died between the two writes, or the append failed); a
+    /// failed append is logged at error level with the whole entry.
+    async fn audit_after(&self, audit: Option<&super::AuditEntry>) {
+        let Some(e) = audit else { return };
+        if let Err(err) = self.x_append_audit(e).await {
+            tracing::error!(
+                error = %err,
+                actor = %e.actor,
+                action = %e.action,
+                target = %e.target,
+                detail = %e.detail_json,
+                "a change was made but its audit entry could not be stored"
+            );
+        }
+    }
+}
+
 #[async_trait]
 impl Store for MongoStore {
     async fn list_script_versions(&self, job_id: &str) -> StoreResult<Vec<ScriptVersion>> {
@@ -855,129 +1001,39 @@ impl Store for MongoStore {
         Ok(found.is_some())
     }
 
-    async fn create_job(&self, job: &Job, script: &str) -> StoreResult<()> {
-        let _permit = self.enter()?;
-        let rev = new_rev();
-        let doc = job_doc(job, &rev).ctx("create job")?;
-        self.put_script(&rev, &job.id, script).await?;
-        if let Err(e) = self.jobs.insert_one(doc).await {
-            if is_duplicate_key(&e) {
-                self.drop_script(&rev).await;
-                return Err(StoreError::Duplicate(job.id.clone()));
-            }
-            // The insert may have been applied (a write concern error, a connection
-            // lost after the write), so the revision stays: deleting it could leave the
-            // job without its script. At worst it is garbage.
-            return Err(mongo_err(e, "insert job"));
-        }
-        // A delete of an earlier job with this id that died half-way may have left its
-        // history behind; the new job starts clean. Best effort: the job is stored.
-        if let Err(e) = self.runs.delete_many(doc! { "job_id": &job.id }).await {
-            tracing::warn!(error = %e, job = %job.id, "clear leftover runs of a new job");
-        }
-        // The first version, replacing one such a delete left. Best effort too: without
-        // it the job still runs, only its history of scripts lacks the first entry.
-        let fields = version_fields(job, script, &rev, job.created_at_ms).ctx("create job")?;
-        let key = doc! {
-            "job_id": &job.id,
-            "version": to_i64(job.script_version, "script_version").ctx("create job")?,
-        };
-        if let Err(e) = self
-            .versions
-            .update_one(key, doc! { "$set": fields, "$currentDate": { "at": true } })
-            .upsert(true)
-            .await
-        {
-            tracing::warn!(error = %e, job = %job.id, "keep the first script version of a new job");
-        }
+    async fn create_job_audited(
+        &self,
+        job: &Job,
+        script: &str,
+        audit: Option<&super::AuditEntry>,
+    ) -> StoreResult<()> {
+        self.create_job_only(job, script).await?;
+        self.audit_after(audit).await;
         Ok(())
     }
 
-    async fn update_job(
+    async fn update_job_audited(
         &self,
         job: &Job,
         script: Option<&str>,
         expected_version: u64,
+        audit: Option<&super::AuditEntry>,
     ) -> StoreResult<()> {
-        let _permit = self.enter()?;
-        let mut set = job_update_fields(job).ctx("update job")?;
-        let expected = to_i64(expected_version, "expected version").ctx("update job")?;
-        let rev = script.map(|_| new_rev());
-        if let (Some(rev), Some(source)) = (&rev, script) {
-            self.put_script(rev, &job.id, source).await?;
-            if let Err(e) = self.save_version(job, source, rev, expected_version).await {
-                self.drop_script(rev).await;
-                return Err(e);
-            }
-            set.insert("script_rev", rev.as_str());
-        }
-        // One atomic update: the fields, the version and the script revision together.
-        let res = self
-            .jobs
-            .update_one(
-                doc! { "_id": &job.id, "version": expected },
-                doc! { "$set": set },
-            )
-            .await;
-        let matched = match res {
-            Ok(r) => r.matched_count > 0,
-            // The update may have been applied (see create_job): the revision stays, and
-            // the next update's sweep removes it if nothing points at it.
-            Err(e) => return Err(mongo_err(e, "update job")),
-        };
-        if !matched {
-            if let Some(rev) = &rev {
-                self.drop_version(&job.id, job.script_version, rev).await;
-                self.drop_script(rev).await;
-            }
-            let exists = self
-                .jobs
-                .find_one(doc! { "_id": &job.id })
-                .projection(doc! { "_id": 1 })
-                .await
-                .ctx("find job")?
-                .is_some();
-            return Err(if exists {
-                StoreError::VersionConflict {
-                    id: job.id.clone(),
-                    expected: expected_version,
-                }
-            } else {
-                StoreError::NotFound(job.id.clone())
-            });
-        }
-        if let Some(rev) = &rev {
-            self.sweep_scripts(&job.id, rev).await;
-        }
+        self.update_job_only(job, script, expected_version).await?;
+        self.audit_after(audit).await;
         Ok(())
     }
 
-    async fn delete_job(&self, id: &str) -> StoreResult<bool> {
-        let _permit = self.enter()?;
-        let deleted = self
-            .jobs
-            .delete_one(doc! { "_id": id })
-            .await
-            .ctx("delete job")?
-            .deleted_count;
-        // Also when the job was already gone: whatever a half-done delete left.
-        self.scripts
-            .delete_many(doc! { "job_id": id })
-            .await
-            .ctx("delete scripts of job")?;
-        self.versions
-            .delete_many(doc! { "job_id": id })
-            .await
-            .ctx("delete script versions of job")?;
-        self.runs
-            .delete_many(doc! { "job_id": id })
-            .await
-            .ctx("delete runs of job")?;
-        self.kv
-            .delete_many(doc! { "job_id": id })
-            .await
-            .ctx("delete kv of job")?;
-        Ok(deleted > 0)
+    async fn delete_job_audited(
+        &self,
+        id: &str,
+        audit: Option<&super::AuditEntry>,
+    ) -> StoreResult<bool> {
+        let deleted = self.delete_job_only(id).await?;
+        if deleted {
+            self.audit_after(audit).await;
+        }
+        Ok(deleted)
     }
 
     async fn get_job(&self, id: &str) -> StoreResult<Option<Job>> {

@@ -52,7 +52,7 @@ use self::rows::{
     JOB_COLUMNS, JobParams, RUN_COLUMNS, VERSION_COLUMNS, encode_log, is_finished, lossy, read_job,
     read_run, read_script_version, storable, to_i64,
 };
-use super::{JobListQuery, JobOrder, RunListQuery, Store, StoreError, StoreResult};
+use super::{AuditEntry, JobListQuery, JobOrder, RunListQuery, Store, StoreError, StoreResult};
 use crate::job::{Job, RunRecord, ScriptVersion, Trigger};
 
 /// Connections kept by one store.
@@ -627,7 +627,12 @@ impl Inner {
 
 #[async_trait]
 impl Store for PostgresStore {
-    async fn create_job(&self, job: &Job, script: &str) -> StoreResult<()> {
+    async fn create_job_audited(
+        &self,
+        job: &Job,
+        script: &str,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<()> {
         let _permit = self.inner.enter()?;
         JobParams::new(job).ctx("create job")?;
         storable(script, "script").ctx("create job")?;
@@ -637,14 +642,15 @@ impl Store for PostgresStore {
             .as_ref()
             .map(writer::Handle::queue)
             .ok_or_else(closed)?;
-        writer::create(&queue, &self.inner, job, script).await
+        writer::create(&queue, &self.inner, job, script, audit).await
     }
 
-    async fn update_job(
+    async fn update_job_audited(
         &self,
         job: &Job,
         script: Option<&str>,
         expected_version: u64,
+        audit: Option<&AuditEntry>,
     ) -> StoreResult<()> {
         let _permit = self.inner.enter()?;
         let params = JobParams::new(job).ctx("update job")?;
@@ -654,8 +660,9 @@ impl Store for PostgresStore {
         let expected = to_i64(expected_version, "expected version").ctx("update job")?;
         let inner = &self.inner;
         let client = inner.client().await?;
-        // One statement: the row, the script and its new version change together or not
-        // at all. A version saved before fails the statement on the primary key.
+        // One statement: the row, the script, its new version and the audit entry change
+        // together or not at all. A version saved before fails the statement on the
+        // primary key.
         let stmt = client
             .prepare_cached(&inner.sql(
                 "WITH u AS (UPDATE {s}.jobs SET name = $2, description = $3, exec_type = $4, \
@@ -672,14 +679,19 @@ impl Store for PostgresStore {
                    ON CONFLICT (job_id) DO UPDATE SET source = excluded.source), \
                  v AS (INSERT INTO {s}.script_versions \
                    (job_id, version, source, note, created_at_ms) \
-                   SELECT id, $23, $27::text, $24, $15 FROM u WHERE $27::text IS NOT NULL) \
+                   SELECT id, $23, $27::text, $24, $15 FROM u WHERE $27::text IS NOT NULL), \
+                 a AS (INSERT INTO {s}.audit (id, at_ms, actor, node, action, target, detail) \
+                   SELECT $28::text, $29::bigint, $30::text, $31::text, $32::text, $33::text, \
+                     $34::text FROM u WHERE $28::text IS NOT NULL ON CONFLICT (id) DO NOTHING) \
                  SELECT count(*) FROM u",
             ))
             .await
             .ctx("prepare update job")?;
         let mut args: Vec<&(dyn ToSql + Sync)> = params.for_update().to_vec();
+        let audit = writer::AuditParams::of(audit);
         args.push(&expected);
         args.push(&script);
+        args.extend(audit.params());
         let changed: i64 = match client.query_one(&stmt, &args).await {
             Ok(row) => row.try_get(0).ctx("update job")?,
             Err(e) if is_violation_of(&e, "script_versions_pkey") => {
@@ -712,16 +724,35 @@ impl Store for PostgresStore {
         })
     }
 
-    async fn delete_job(&self, id: &str) -> StoreResult<bool> {
+    async fn delete_job_audited(
+        &self,
+        id: &str,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<bool> {
         let _permit = self.inner.enter()?;
         let inner = &self.inner;
         let client = inner.client().await?;
-        // The script, its versions and the history go by ON DELETE CASCADE.
+        // The script, its versions and the history go by ON DELETE CASCADE; the audit
+        // entry is stored only if a job went.
         let stmt = client
-            .prepare_cached(&inner.sql("DELETE FROM {s}.jobs WHERE id = $1"))
+            .prepare_cached(&inner.sql(
+                "WITH d AS (DELETE FROM {s}.jobs WHERE id = $1 RETURNING id), \
+                 a AS (INSERT INTO {s}.audit (id, at_ms, actor, node, action, target, detail) \
+                   SELECT $2::text, $3::bigint, $4::text, $5::text, $6::text, $7::text, \
+                     $8::text FROM d WHERE $2::text IS NOT NULL ON CONFLICT (id) DO NOTHING) \
+                 SELECT count(*) FROM d",
+            ))
             .await
             .ctx("prepare delete job")?;
-        let n = client.execute(&stmt, &[&id]).await.ctx("delete job")?;
+        let audit = writer::AuditParams::of(audit);
+        let mut args: Vec<&(dyn ToSql + Sync)> = vec![&id];
+        args.extend(audit.params());
+        let n: i64 = client
+            .query_one(&stmt, &args)
+            .await
+            .ctx("delete job")?
+            .try_get(0)
+            .ctx("delete job")?;
         Ok(n > 0)
     }
 

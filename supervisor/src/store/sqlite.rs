@@ -52,7 +52,7 @@ use self::rows::{
     JOB_COLUMNS, RUN_COLUMNS, VERSION_COLUMNS, read_job, read_run, read_script_version,
 };
 use self::writer::{Op, Reply, Request, db_err};
-use super::{JobListQuery, JobOrder, RunListQuery, Store, StoreError, StoreResult};
+use super::{AuditEntry, JobListQuery, JobOrder, RunListQuery, Store, StoreError, StoreResult};
 use crate::job::{Job, RunRecord, ScriptVersion};
 
 /// Read-only connections kept open for reads.
@@ -279,32 +279,48 @@ fn collect_runs(
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn create_job(&self, job: &Job, script: &str) -> StoreResult<()> {
+    async fn create_job_audited(
+        &self,
+        job: &Job,
+        script: &str,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<()> {
         self.write(Op::Create {
             job: job.clone(),
             script: script.to_owned(),
+            audit: audit.cloned(),
         })
         .await
         .map(|_| ())
     }
 
-    async fn update_job(
+    async fn update_job_audited(
         &self,
         job: &Job,
         script: Option<&str>,
         expected_version: u64,
+        audit: Option<&AuditEntry>,
     ) -> StoreResult<()> {
         self.write(Op::Update {
             job: job.clone(),
             script: script.map(str::to_owned),
             expected: expected_version,
+            audit: audit.cloned(),
         })
         .await
         .map(|_| ())
     }
 
-    async fn delete_job(&self, id: &str) -> StoreResult<bool> {
-        match self.write(Op::Delete { id: id.to_owned() }).await? {
+    async fn delete_job_audited(
+        &self,
+        id: &str,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<bool> {
+        let op = Op::Delete {
+            id: id.to_owned(),
+            audit: audit.cloned(),
+        };
+        match self.write(op).await? {
             Reply::Deleted(d) => Ok(d),
             _ => Err(StoreError::Other(anyhow!(
                 "delete job: unexpected writer reply"

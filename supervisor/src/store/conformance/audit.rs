@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use super::T0;
-use crate::store::{AuditEntry, AuditListQuery, Store};
+use crate::store::{AuditEntry, AuditListQuery, Store, StoreError};
 
 fn entry(id: &str, at_ms: i64, actor: &str, action: &str, target: &str) -> AuditEntry {
     AuditEntry {
@@ -192,4 +192,128 @@ pub async fn check_audit_prune(store: &Arc<dyn Store>) {
     assert_eq!(ids(&list(store, all(100)).await), ["e11", "e10"]);
     assert_eq!(store.prune_audit(0, i64::MIN).await.expect("all"), 2);
     assert!(list(store, all(100)).await.is_empty());
+}
+
+/// The entries about `target`, oldest first, as `action`s.
+async fn actions_on(store: &Arc<dyn Store>, target: &str) -> Vec<String> {
+    let mut q = all(100);
+    q.target = Some(target.to_owned());
+    let mut entries = list(store, q).await;
+    entries.reverse();
+    entries.into_iter().map(|e| e.action).collect()
+}
+
+/// A job write given an entry stores it with the change; a write that changes nothing
+/// (a duplicate create, a stale or unknown update, the delete of a missing job) stores
+/// none.
+pub async fn check_job_writes_keep_their_audit_entry(store: &Arc<dyn Store>) {
+    let job = super::sample_job("audited");
+    let created = entry("a1", T0, "ci", "job.create", "audited");
+    store
+        .create_job_audited(&job, "s1", Some(&created))
+        .await
+        .expect("create");
+    let again = entry("a2", T0 + 1, "ci", "job.create", "audited");
+    let dup = store.create_job_audited(&job, "s1", Some(&again)).await;
+    assert!(matches!(dup, Err(StoreError::Duplicate(_))), "{dup:?}");
+    assert_eq!(actions_on(store, "audited").await, ["job.create"]);
+    let listed = list(store, all(10)).await;
+    assert_eq!(listed, [created], "stored as given");
+
+    let mut changed = job.clone();
+    changed.version = job.version + 1;
+    changed.script_version = job.script_version + 1;
+    changed.name = "renamed".into();
+    let updated = entry("a3", T0 + 2, "ci", "job.update", "audited");
+    store
+        .update_job_audited(&changed, Some("s2"), job.version, Some(&updated))
+        .await
+        .expect("update");
+    let stale = entry("a4", T0 + 3, "ci", "job.update", "audited");
+    let conflict = store
+        .update_job_audited(&changed, None, job.version, Some(&stale))
+        .await;
+    assert!(
+        matches!(conflict, Err(StoreError::VersionConflict { .. })),
+        "{conflict:?}"
+    );
+    let mut ghost = changed.clone();
+    ghost.id = "ghost".into();
+    let unknown = entry("a5", T0 + 4, "ci", "job.update", "ghost");
+    let missing = store
+        .update_job_audited(&ghost, None, changed.version, Some(&unknown))
+        .await;
+    assert!(matches!(missing, Err(StoreError::NotFound(_))), "{missing:?}");
+    assert_eq!(
+        actions_on(store, "audited").await,
+        ["job.create", "job.update"]
+    );
+
+    let deleted = entry("a6", T0 + 5, "ci", "job.delete", "audited");
+    assert!(
+        store
+            .delete_job_audited("audited", Some(&deleted))
+            .await
+            .expect("delete")
+    );
+    let twice = entry("a7", T0 + 6, "ci", "job.delete", "audited");
+    assert!(
+        !store
+            .delete_job_audited("audited", Some(&twice))
+            .await
+            .expect("delete again")
+    );
+    assert_eq!(
+        actions_on(store, "audited").await,
+        ["job.create", "job.update", "job.delete"],
+        "the entries outlive the job they are about"
+    );
+    assert!(actions_on(store, "ghost").await.is_empty());
+}
+
+/// Many concurrent audited creates, a tenth of them duplicates of another: every job
+/// created has its one entry and no refused create left one, however the store groups
+/// the writes.
+pub async fn check_concurrent_audited_creates(store: &Arc<dyn Store>) {
+    // More tasks than the PostgreSQL store commits at once, so its groups form.
+    const TASKS: usize = 24;
+    const PER_TASK: usize = 50;
+    let mut handles = Vec::new();
+    for t in 0..TASKS {
+        let store = store.clone();
+        handles.push(tokio::spawn(async move {
+            let mut created = Vec::new();
+            for i in 0..PER_TASK {
+                // Every tenth create reuses the id of task 0's create of the same i.
+                let id = if t > 0 && i % 10 == 0 {
+                    format!("c-0-{i}")
+                } else {
+                    format!("c-{t}-{i}")
+                };
+                let e = entry(&format!("e-{t}-{i}"), T0, "ci", "job.create", &id);
+                match store
+                    .create_job_audited(&super::sample_job(&id), "s", Some(&e))
+                    .await
+                {
+                    Ok(()) => created.push(e.id),
+                    Err(StoreError::Duplicate(_)) => {}
+                    Err(err) => panic!("create {id}: {err}"),
+                }
+            }
+            created
+        }));
+    }
+    let mut created = Vec::new();
+    for h in handles {
+        created.extend(h.await.expect("task"));
+    }
+    assert_eq!(created.len(), TASKS * PER_TASK - (TASKS - 1) * PER_TASK / 10);
+    let mut stored: Vec<String> = list(store, all(10_000))
+        .await
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    stored.sort();
+    created.sort();
+    assert_eq!(stored, created, "one entry per job created, none for refusals");
 }

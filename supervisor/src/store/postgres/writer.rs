@@ -26,7 +26,7 @@ use tokio_postgres::types::ToSql;
 use super::rows::{JOB_COLUMNS, JobParams};
 use super::{Ctx, Inner, closed};
 use crate::job::Job;
-use crate::store::{StoreError, StoreResult};
+use crate::store::{AuditEntry, StoreError, StoreResult};
 
 /// Most creates committed by one statement.
 const MAX_BATCH: usize = 512;
@@ -41,6 +41,7 @@ const GROUPS_IN_FLIGHT: usize = 8;
 pub(super) struct Request {
     job: Job,
     script: String,
+    audit: Option<AuditEntry>,
     reply: oneshot::Sender<StoreResult<()>>,
 }
 
@@ -84,16 +85,23 @@ pub(super) fn spawn(inner: Arc<Inner>) -> Handle {
 
 /// Creates a job: at once on a free slot, else queued for the next group; returns
 /// after the commit.
-pub(super) async fn create(q: &Queue, inner: &Inner, job: &Job, script: &str) -> StoreResult<()> {
+pub(super) async fn create(
+    q: &Queue,
+    inner: &Inner,
+    job: &Job,
+    script: &str,
+    audit: Option<&AuditEntry>,
+) -> StoreResult<()> {
     // A free slot has no queued request waiting for it (the semaphore hands released
     // permits to waiters first), so going ahead here takes nobody's turn.
     if let Ok(_slot) = q.slots.try_acquire() {
-        return inner.create_one(job, script).await;
+        return inner.create_one(job, script, audit).await;
     }
     let (reply, answer) = oneshot::channel();
     q.tx.send(Request {
         job: job.clone(),
         script: script.to_owned(),
+        audit: audit.cloned(),
         reply,
     })
     .map_err(|_| closed())?;
@@ -133,7 +141,9 @@ async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Request>, slots:
 async fn commit_group(inner: &Inner, mut batch: Vec<Request>) {
     if batch.len() == 1 {
         for req in batch.drain(..) {
-            let res = inner.create_one(&req.job, &req.script).await;
+            let res = inner
+                .create_one(&req.job, &req.script, req.audit.as_ref())
+                .await;
             // The caller may have given up waiting; the write stands regardless.
             let _ = req.reply.send(res);
         }
@@ -154,7 +164,7 @@ async fn commit_group(inner: &Inner, mut batch: Vec<Request>) {
                 .iter()
                 .zip(&leader)
                 .filter(|(_, l)| **l)
-                .map(|(r, _)| (&r.job, r.script.as_str())),
+                .map(|(r, _)| (&r.job, r.script.as_str(), r.audit.as_ref())),
         )
         .await;
     match result {
@@ -180,7 +190,9 @@ async fn commit_group(inner: &Inner, mut batch: Vec<Request>) {
         Err(e) => {
             tracing::debug!(error = %e, n = batch.len(), "a group of creates failed; retrying one by one");
             for req in batch.drain(..) {
-                let res = inner.create_one(&req.job, &req.script).await;
+                let res = inner
+                    .create_one(&req.job, &req.script, req.audit.as_ref())
+                    .await;
                 let _ = req.reply.send(res);
             }
         }
@@ -190,11 +202,16 @@ async fn commit_group(inner: &Inner, mut batch: Vec<Request>) {
 impl Inner {
     /// Inserts one job, its script and that script as its first version with one
     /// statement. `Duplicate` if the id exists.
-    pub(super) async fn create_one(&self, job: &Job, script: &str) -> StoreResult<()> {
+    pub(super) async fn create_one(
+        &self,
+        job: &Job,
+        script: &str,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<()> {
         let params = JobParams::new(job).ctx("create job")?;
         let client = self.client().await?;
         // $15 created_at_ms, $27 script_version, $28 script_note, $29 secrets, $30 the
-        // script.
+        // script, $31..$37 the audit entry (all null without one).
         let stmt = client
             .prepare_cached(&self.sql(&format!(
                 "WITH j AS (INSERT INTO {{s}}.jobs ({JOB_COLUMNS}) VALUES \
@@ -203,13 +220,18 @@ impl Inner {
                  ON CONFLICT (id) DO NOTHING RETURNING id), \
                  v AS (INSERT INTO {{s}}.script_versions \
                    (job_id, version, source, note, created_at_ms) \
-                   SELECT id, $27, $30, $28, $15 FROM j) \
+                   SELECT id, $27, $30, $28, $15 FROM j), \
+                 a AS (INSERT INTO {{s}}.audit (id, at_ms, actor, node, action, target, detail) \
+                   SELECT $31::text, $32::bigint, $33::text, $34::text, $35::text, $36::text, \
+                     $37::text FROM j WHERE $31::text IS NOT NULL ON CONFLICT (id) DO NOTHING) \
                  INSERT INTO {{s}}.scripts (job_id, source) SELECT id, $30 FROM j"
             )))
             .await
             .ctx("prepare insert job")?;
+        let audit = AuditParams::of(audit);
         let mut args: Vec<&(dyn ToSql + Sync)> = params.all().to_vec();
         args.push(&script);
+        args.extend(audit.params());
         let inserted = client.execute(&stmt, &args).await.ctx("insert job")?;
         if inserted == 0 {
             return Err(StoreError::Duplicate(job.id.clone()));
@@ -221,14 +243,14 @@ impl Inner {
     /// versions with one statement, skipping ids that exist. Returns the ids inserted.
     async fn create_many<'a>(
         &self,
-        jobs: impl Iterator<Item = (&'a Job, &'a str)>,
+        jobs: impl Iterator<Item = (&'a Job, &'a str, Option<&'a AuditEntry>)>,
     ) -> StoreResult<Vec<String>> {
         // In id order, so two groups in flight never wait on each other's ids crosswise.
-        let mut jobs: Vec<(&Job, &str)> = jobs.collect();
+        let mut jobs: Vec<(&Job, &str, Option<&AuditEntry>)> = jobs.collect();
         jobs.sort_unstable_by(|a, b| a.0.id.cmp(&b.0.id));
         let mut cols = JobColumns::default();
-        for (job, script) in jobs {
-            cols.push(job, script).ctx("create jobs")?;
+        for (job, script, audit) in jobs {
+            cols.push(job, script, audit).ctx("create jobs")?;
         }
         let client = self.client().await?;
         let stmt = client
@@ -249,7 +271,13 @@ impl Inner {
                    SELECT u.id, u.version, u.source, u.note, u.created \
                    FROM UNNEST($1::text[], $27::bigint[], $30::text[], $28::text[], \
                      $15::bigint[]) AS u(id, version, source, note, created) \
-                   JOIN j ON j.id = u.id) \
+                   JOIN j ON j.id = u.id), \
+                 a AS (INSERT INTO {{s}}.audit (id, at_ms, actor, node, action, target, detail) \
+                   SELECT u.aid, u.at, u.actor, u.node, u.action, u.target, u.detail \
+                   FROM UNNEST($1::text[], $31::text[], $32::bigint[], $33::text[], \
+                     $34::text[], $35::text[], $36::text[], $37::text[]) \
+                     AS u(id, aid, at, actor, node, action, target, detail) \
+                   JOIN j ON j.id = u.id WHERE u.aid IS NOT NULL ON CONFLICT (id) DO NOTHING) \
                  SELECT id FROM j"
             )))
             .await
@@ -298,10 +326,16 @@ struct JobColumns<'a> {
     script_note: Vec<&'a str>,
     secrets: Vec<String>,
     script: Vec<&'a str>,
+    audit: AuditColumns<'a>,
 }
 
 impl<'a> JobColumns<'a> {
-    fn push(&mut self, job: &'a Job, script: &'a str) -> anyhow::Result<()> {
+    fn push(
+        &mut self,
+        job: &'a Job,
+        script: &'a str,
+        audit: Option<&'a AuditEntry>,
+    ) -> anyhow::Result<()> {
         let p = JobParams::new(job)?;
         self.id.push(&job.id);
         self.name.push(&job.name);
@@ -333,11 +367,12 @@ impl<'a> JobColumns<'a> {
         self.script_note.push(&job.script_note);
         self.secrets.push(p.grants);
         self.script.push(script);
+        self.audit.push(audit);
         Ok(())
     }
 
-    fn params(&self) -> [&(dyn ToSql + Sync); 30] {
-        [
+    fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
+        let mut all: Vec<&(dyn ToSql + Sync)> = vec![
             &self.id,
             &self.name,
             &self.description,
@@ -368,6 +403,82 @@ impl<'a> JobColumns<'a> {
             &self.script_note,
             &self.secrets,
             &self.script,
+        ];
+        all.extend(self.audit.params());
+        all
+    }
+}
+
+/// One create's audit entry as statement parameters `$31..$37` (nulls without one).
+pub(super) struct AuditParams<'a> {
+    id: Option<&'a str>,
+    at_ms: Option<i64>,
+    actor: Option<&'a str>,
+    node: Option<&'a str>,
+    action: Option<&'a str>,
+    target: Option<&'a str>,
+    detail: Option<&'a str>,
+}
+
+impl<'a> AuditParams<'a> {
+    pub(super) fn of(e: Option<&'a AuditEntry>) -> Self {
+        AuditParams {
+            id: e.map(|e| e.id.as_str()),
+            at_ms: e.map(|e| e.at_ms),
+            actor: e.map(|e| e.actor.as_str()),
+            node: e.map(|e| e.node.as_str()),
+            action: e.map(|e| e.action.as_str()),
+            target: e.map(|e| e.target.as_str()),
+            detail: e.map(|e| e.detail_json.as_str()),
+        }
+    }
+
+    pub(super) fn params(&self) -> [&(dyn ToSql + Sync); 7] {
+        [
+            &self.id,
+            &self.at_ms,
+            &self.actor,
+            &self.node,
+            &self.action,
+            &self.target,
+            &self.detail,
+        ]
+    }
+}
+
+/// A group's audit entries as column arrays `$31..$37`, one row per job.
+#[derive(Default)]
+struct AuditColumns<'a> {
+    id: Vec<Option<&'a str>>,
+    at_ms: Vec<Option<i64>>,
+    actor: Vec<Option<&'a str>>,
+    node: Vec<Option<&'a str>>,
+    action: Vec<Option<&'a str>>,
+    target: Vec<Option<&'a str>>,
+    detail: Vec<Option<&'a str>>,
+}
+
+impl<'a> AuditColumns<'a> {
+    fn push(&mut self, e: Option<&'a AuditEntry>) {
+        let p = AuditParams::of(e);
+        self.id.push(p.id);
+        self.at_ms.push(p.at_ms);
+        self.actor.push(p.actor);
+        self.node.push(p.node);
+        self.action.push(p.action);
+        self.target.push(p.target);
+        self.detail.push(p.detail);
+    }
+
+    fn params(&self) -> [&(dyn ToSql + Sync); 7] {
+        [
+            &self.id,
+            &self.at_ms,
+            &self.actor,
+            &self.node,
+            &self.action,
+            &self.target,
+            &self.detail,
         ]
     }
 }

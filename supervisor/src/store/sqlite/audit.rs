@@ -19,10 +19,35 @@ pub(super) enum AuditOp {
     },
 }
 
+/// Roughly what an entry weighs in a write group.
+pub(super) fn entry_bytes(e: &AuditEntry) -> usize {
+    e.detail_json.len() + e.target.len() + 128
+}
+
+/// Inserts one entry (an entry already there, by id, is left as it is).
+pub(super) fn append(conn: &Connection, e: &AuditEntry) -> StoreResult<()> {
+    conn.prepare_cached(
+        "INSERT INTO audit (id, at_ms, actor, node, action, target, detail) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (id) DO NOTHING",
+    )
+    .ctx("prepare append audit")?
+    .execute(params![
+        e.id,
+        e.at_ms,
+        e.actor,
+        e.node,
+        e.action,
+        e.target,
+        e.detail_json
+    ])
+    .ctx("append audit")?;
+    Ok(())
+}
+
 impl AuditOp {
     pub(super) fn payload_bytes(&self) -> usize {
         match self {
-            AuditOp::Append(e) => e.detail_json.len() + e.target.len() + 128,
+            AuditOp::Append(e) => entry_bytes(e),
             AuditOp::Prune { .. } => 64,
         }
     }
@@ -31,21 +56,7 @@ impl AuditOp {
 pub(super) fn apply(conn: &Connection, op: &AuditOp) -> StoreResult<Reply> {
     match op {
         AuditOp::Append(e) => {
-            conn.prepare_cached(
-                "INSERT INTO audit (id, at_ms, actor, node, action, target, detail) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (id) DO NOTHING",
-            )
-            .ctx("prepare append audit")?
-            .execute(params![
-                e.id,
-                e.at_ms,
-                e.actor,
-                e.node,
-                e.action,
-                e.target,
-                e.detail_json
-            ])
-            .ctx("append audit")?;
+            append(conn, e)?;
             Ok(Reply::Done)
         }
         AuditOp::Prune {

@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::checkpoint::Checkpointer;
 use super::rows::{JOB_COLUMNS, encode_log, opt_to_i64, to_i64};
 use crate::job::{Job, RunRecord, Trigger, outcome};
-use crate::store::{StoreError, StoreResult};
+use crate::store::{AuditEntry, StoreError, StoreResult};
 
 /// Most requests committed in one transaction.
 const MAX_BATCH: usize = 1024;
@@ -40,17 +40,21 @@ pub(super) struct Request {
 }
 
 pub(super) enum Op {
+    /// The audit entries of job writes are stored with them, in their transaction.
     Create {
         job: Job,
         script: String,
+        audit: Option<AuditEntry>,
     },
     Update {
         job: Job,
         script: Option<String>,
         expected: u64,
+        audit: Option<AuditEntry>,
     },
     Delete {
         id: String,
+        audit: Option<AuditEntry>,
     },
     Record {
         runs: Vec<RunRecord>,
@@ -80,14 +84,16 @@ pub(super) enum Op {
 impl Op {
     fn payload_bytes(&self) -> usize {
         match self {
-            Op::Create { script, .. } => script.len() + 512,
-            Op::Update { script, .. } => script.as_ref().map_or(0, String::len) + 512,
+            Op::Create { script, audit, .. } => script.len() + 512 + audit_bytes(audit),
+            Op::Update { script, audit, .. } => {
+                script.as_ref().map_or(0, String::len) + 512 + audit_bytes(audit)
+            }
             Op::Record { runs } => runs
                 .iter()
                 .map(|r| 256 + r.log.iter().map(|l| l.text.len() + 32).sum::<usize>())
                 .sum(),
-            Op::Delete { .. }
-            | Op::NoteDuplicate { .. }
+            Op::Delete { audit, .. } => 64 + audit_bytes(audit),
+            Op::NoteDuplicate { .. }
             | Op::PruneOld { .. }
             | Op::PruneKeep { .. } => 64,
             Op::Extra(op) => op.payload_bytes(),
@@ -95,6 +101,10 @@ impl Op {
             Op::Module(op) => op.payload_bytes(),
         }
     }
+}
+
+fn audit_bytes(audit: &Option<AuditEntry>) -> usize {
+    audit.as_ref().map_or(0, super::audit::entry_bytes)
 }
 
 pub(super) enum Reply {
@@ -294,13 +304,28 @@ impl<T> Ctx<T> for anyhow::Result<T> {
 
 fn apply(conn: &Connection, op: &Op) -> StoreResult<Reply> {
     match op {
-        Op::Create { job, script } => create(conn, job, script).map(|()| Reply::Done),
+        Op::Create { job, script, audit } => {
+            create(conn, job, script)?;
+            append_audit(conn, audit.as_ref())?;
+            Ok(Reply::Done)
+        }
         Op::Update {
             job,
             script,
             expected,
-        } => update(conn, job, script.as_deref(), *expected).map(|()| Reply::Done),
-        Op::Delete { id } => delete(conn, id).map(Reply::Deleted),
+            audit,
+        } => {
+            update(conn, job, script.as_deref(), *expected)?;
+            append_audit(conn, audit.as_ref())?;
+            Ok(Reply::Done)
+        }
+        Op::Delete { id, audit } => {
+            let deleted = delete(conn, id)?;
+            if deleted {
+                append_audit(conn, audit.as_ref())?;
+            }
+            Ok(Reply::Deleted(deleted))
+        }
         Op::Record { runs } => record(conn, runs).map(|()| Reply::Done),
         Op::NoteDuplicate {
             job_id,
@@ -311,6 +336,16 @@ fn apply(conn: &Connection, op: &Op) -> StoreResult<Reply> {
         Op::Extra(op) => super::extras::apply(conn, op),
         Op::Audit(op) => super::audit::apply(conn, op),
         Op::Module(op) => super::modules::apply(conn, op),
+    }
+}
+
+/// Stores a change's audit entry, in the change's transaction. An error here is not one
+/// of the expected ones, so the group is replayed with savepoints and the change is
+/// undone with its entry (see [`commit_group`]).
+fn append_audit(conn: &Connection, audit: Option<&AuditEntry>) -> StoreResult<()> {
+    match audit {
+        Some(e) => super::audit::append(conn, e),
+        None => Ok(()),
     }
 }
 
