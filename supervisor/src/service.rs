@@ -1195,7 +1195,13 @@ impl Backend for Service {
             .modules()
             .for_script(&script)
             .await
-            .map_err(|e| ServiceError::Conflict(format!("{e:#}")))?;
+            .map_err(|e| {
+                if e.is::<crate::modules::TooManyModules>() {
+                    ServiceError::Conflict(format!("{e:#}"))
+                } else {
+                    ServiceError::Unavailable(format!("could not load the shared modules: {e:#}"))
+                }
+            })?;
         let mut job = job_context(&meta, 0, Trigger::Manual, 1);
         job.secrets = secrets.values;
         let started = Instant::now();

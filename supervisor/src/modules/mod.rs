@@ -17,7 +17,7 @@ pub mod names;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use parking_lot::Mutex;
 use protocol::SharedModule;
 
@@ -30,6 +30,16 @@ pub const MAX_MODULES_PER_RUN: usize = 64;
 pub const MAX_MODULE_BYTES_PER_RUN: usize = 8 * 1024 * 1024;
 /// Sources kept in memory, all modules together; past it the cache starts over.
 const CACHE_BYTES: usize = 64 * 1024 * 1024;
+
+/// The script's modules are over [`MAX_MODULES_PER_RUN`] or [`MAX_MODULE_BYTES_PER_RUN`]:
+/// the script's fault, unlike a store failure, which [`Resolver::for_script`] also
+/// reports (callers tell them apart by downcasting).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the script loads more than {MAX_MODULES_PER_RUN} shared modules or more than {} MiB of them",
+    MAX_MODULE_BYTES_PER_RUN / (1024 * 1024)
+)]
+pub struct TooManyModules;
 
 /// Immutable sources by `(name, version)`, and their total size.
 #[derive(Default)]
@@ -85,11 +95,7 @@ impl Resolver {
                 };
                 bytes += source.len();
                 if out.len() >= MAX_MODULES_PER_RUN || bytes > MAX_MODULE_BYTES_PER_RUN {
-                    bail!(
-                        "the script loads more than {MAX_MODULES_PER_RUN} shared modules or \
-                         more than {} MiB of them",
-                        MAX_MODULE_BYTES_PER_RUN / (1024 * 1024)
-                    );
+                    return Err(TooManyModules.into());
                 }
                 next.extend(wanted(&source, &mut seen));
                 out.push(SharedModule {
