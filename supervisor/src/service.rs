@@ -29,7 +29,8 @@ use crate::scheduler::{
 };
 use crate::stats::RunStats;
 use crate::store::{
-    AuditEntry, ENABLED_PAGE, JobListQuery, JobOrder, RunListQuery, Store, StoreError, VERSIONS_PAGE,
+    AuditEntry, ENABLED_PAGE, JobListQuery, JobOrder, RunListQuery, Store, StoreError,
+    VERSIONS_PAGE,
 };
 
 mod audit;

@@ -11,8 +11,8 @@ use async_trait::async_trait;
 use super::{Histogram, HistogramSnapshot, STORE_BUCKETS_S};
 use crate::job::{Job, RunRecord, ScriptVersion};
 use crate::store::{
-    AuditEntry, AuditListQuery, JobListQuery, KvCaps, KvSet, ModuleMeta, ModuleVersion,
-    RunListQuery, SecretMeta, Store, StoreResult,
+    AuditEntry, AuditListQuery, AuditStore, JobListQuery, KvCaps, KvSet, KvStore, ModuleMeta,
+    ModuleStore, ModuleVersion, RunListQuery, SecretMeta, SecretStore, Store, StoreResult,
 };
 
 /// The store calls that are timed, in the order they are reported.
@@ -122,11 +122,7 @@ impl Store for TimedStore {
         )
     }
 
-    async fn delete_job_audited(
-        &self,
-        id: &str,
-        audit: Option<&AuditEntry>,
-    ) -> StoreResult<bool> {
+    async fn delete_job_audited(&self, id: &str, audit: Option<&AuditEntry>) -> StoreResult<bool> {
         timed!(self, "delete_job", delete_job_audited(id, audit))
     }
 
@@ -186,26 +182,40 @@ impl Store for TimedStore {
         timed!(self, note_duplicate(job_id, scheduled_ms))
     }
 
+    async fn recent_runs(&self, since_ms: i64, limit: u64) -> StoreResult<Vec<RunRecord>> {
+        timed!(self, recent_runs(since_ms, limit))
+    }
+
+    async fn prune_runs(&self, keep_per_job: u32, older_than_ms: i64) -> StoreResult<u64> {
+        timed!(self, prune_runs(keep_per_job, older_than_ms))
+    }
+
+    async fn close(&self) {
+        self.inner.close().await
+    }
+}
+
+#[async_trait]
+impl SecretStore for TimedStore {
     async fn put_secret(&self, name: &str, sealed: &[u8], now_ms: i64) -> StoreResult<()> {
         timed!(self, put_secret(name, sealed, now_ms))
     }
-
     async fn list_secrets(&self) -> StoreResult<Vec<SecretMeta>> {
         timed!(self, list_secrets())
     }
-
     async fn sealed_secrets(&self, names: &[String]) -> StoreResult<Vec<(String, Vec<u8>)>> {
         timed!(self, sealed_secrets(names))
     }
-
     async fn delete_secret(&self, name: &str) -> StoreResult<bool> {
         timed!(self, delete_secret(name))
     }
+}
 
+#[async_trait]
+impl KvStore for TimedStore {
     async fn kv_get(&self, job_id: &str, key: &str) -> StoreResult<Option<String>> {
         timed!(self, kv_get(job_id, key))
     }
-
     async fn kv_set(
         &self,
         job_id: &str,
@@ -215,15 +225,29 @@ impl Store for TimedStore {
     ) -> StoreResult<KvSet> {
         timed!(self, kv_set(job_id, key, value_json, caps))
     }
-
     async fn kv_delete(&self, job_id: &str, key: &str) -> StoreResult<bool> {
         timed!(self, kv_delete(job_id, key))
     }
-
     async fn kv_list(&self, job_id: &str) -> StoreResult<Vec<(String, String)>> {
         timed!(self, kv_list(job_id))
     }
+}
 
+#[async_trait]
+impl AuditStore for TimedStore {
+    async fn append_audit(&self, entry: &AuditEntry) -> StoreResult<()> {
+        timed!(self, append_audit(entry))
+    }
+    async fn list_audit(&self, query: &AuditListQuery) -> StoreResult<Vec<AuditEntry>> {
+        timed!(self, list_audit(query))
+    }
+    async fn prune_audit(&self, keep: u64, older_than_ms: i64) -> StoreResult<u64> {
+        timed!(self, prune_audit(keep, older_than_ms))
+    }
+}
+
+#[async_trait]
+impl ModuleStore for TimedStore {
     async fn put_module(
         &self,
         name: &str,
@@ -233,19 +257,15 @@ impl Store for TimedStore {
     ) -> StoreResult<u64> {
         timed!(self, put_module(name, source, note, now_ms))
     }
-
     async fn list_modules(&self) -> StoreResult<Vec<ModuleMeta>> {
         timed!(self, list_modules())
     }
-
     async fn module_heads(&self, names: &[String]) -> StoreResult<Vec<(String, u64)>> {
         timed!(self, module_heads(names))
     }
-
     async fn list_module_versions(&self, name: &str) -> StoreResult<Vec<ModuleVersion>> {
         timed!(self, list_module_versions(name))
     }
-
     async fn get_module_version(
         &self,
         name: &str,
@@ -253,33 +273,8 @@ impl Store for TimedStore {
     ) -> StoreResult<Option<ModuleVersion>> {
         timed!(self, get_module_version(name, version))
     }
-
     async fn delete_module(&self, name: &str) -> StoreResult<bool> {
         timed!(self, delete_module(name))
-    }
-
-    async fn recent_runs(&self, since_ms: i64, limit: u64) -> StoreResult<Vec<RunRecord>> {
-        timed!(self, recent_runs(since_ms, limit))
-    }
-
-    async fn prune_runs(&self, keep_per_job: u32, older_than_ms: i64) -> StoreResult<u64> {
-        timed!(self, prune_runs(keep_per_job, older_than_ms))
-    }
-
-    async fn append_audit(&self, entry: &AuditEntry) -> StoreResult<()> {
-        timed!(self, append_audit(entry))
-    }
-
-    async fn list_audit(&self, query: &AuditListQuery) -> StoreResult<Vec<AuditEntry>> {
-        timed!(self, list_audit(query))
-    }
-
-    async fn prune_audit(&self, keep: u64, older_than_ms: i64) -> StoreResult<u64> {
-        timed!(self, prune_audit(keep, older_than_ms))
-    }
-
-    async fn close(&self) {
-        self.inner.close().await
     }
 }
 

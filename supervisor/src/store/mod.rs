@@ -160,7 +160,7 @@ pub struct RunListQuery {
 }
 
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: SecretStore + KvStore + AuditStore + ModuleStore + Send + Sync + 'static {
     /// Stores a new job and its script, which becomes script version
     /// `job.script_version` with note `job.script_note`. `Duplicate` if the id exists.
     ///
@@ -189,8 +189,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deletes the job, its script and its history. `Ok(false)` if it did not exist.
     /// `audit` as for [`Store::create_job_audited`]: stored only if a job was deleted.
-    async fn delete_job_audited(&self, id: &str, audit: Option<&AuditEntry>)
-    -> StoreResult<bool>;
+    async fn delete_job_audited(&self, id: &str, audit: Option<&AuditEntry>) -> StoreResult<bool>;
 
     /// [`Store::create_job_audited`] without an audit entry.
     async fn create_job(&self, job: &Job, script: &str) -> StoreResult<()> {
@@ -291,6 +290,13 @@ pub trait Store: Send + Sync + 'static {
     /// scheduled before `older_than_ms`. Returns how many were deleted.
     async fn prune_runs(&self, keep_per_job: u32, older_than_ms: i64) -> StoreResult<u64>;
 
+    /// Stop accepting writes, finish the ones in flight, close.
+    async fn close(&self);
+}
+
+/// Sealed secrets, by name (issue 7). Values are encrypted before they reach a store.
+#[async_trait]
+pub trait SecretStore: Send + Sync {
     /// Creates or replaces the secret `name` with its sealed (encrypted) value; a
     /// replaced secret keeps its `created_at_ms`.
     async fn put_secret(&self, name: &str, sealed: &[u8], now_ms: i64) -> StoreResult<()>;
@@ -304,7 +310,11 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes the secret. `Ok(false)` if it did not exist. Grants are not touched (the
     /// service refuses to delete a granted secret).
     async fn delete_secret(&self, name: &str) -> StoreResult<bool>;
+}
 
+/// Each job's small key-value state (issue 7): JSON text under a key, capped.
+#[async_trait]
+pub trait KvStore: Send + Sync {
     /// The job's value under `key` (JSON text).
     async fn kv_get(&self, job_id: &str, key: &str) -> StoreResult<Option<String>>;
 
@@ -323,7 +333,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every key of the job and its value, by key.
     async fn kv_list(&self, job_id: &str) -> StoreResult<Vec<(String, String)>>;
+}
 
+/// The audit log (see [`audit`]). Job writes store their entries through
+/// [`Store::create_job_audited`] and its siblings, in their own transaction.
+#[async_trait]
+pub trait AuditStore: Send + Sync {
     /// Appends an entry to the audit log. An entry whose id is stored already changes
     /// nothing (so a retried append is harmless).
     async fn append_audit(&self, entry: &AuditEntry) -> StoreResult<()>;
@@ -335,7 +350,11 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes the audit entries made before `older_than_ms`, and all but the newest
     /// `keep`. Returns how many were deleted.
     async fn prune_audit(&self, keep: u64, older_than_ms: i64) -> StoreResult<u64>;
+}
 
+/// Shared modules: immutable numbered versions of JavaScript libraries (issue 7).
+#[async_trait]
+pub trait ModuleStore: Send + Sync {
     /// Saves `source` as the next version of the shared module `name` (1 for a new
     /// module) and makes it current, in one transaction; returns its number. Two
     /// concurrent saves get two different numbers.
@@ -367,7 +386,4 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deletes the module and all its versions. `Ok(false)` if it did not exist.
     async fn delete_module(&self, name: &str) -> StoreResult<bool>;
-
-    /// Stop accepting writes, finish the ones in flight, close.
-    async fn close(&self);
 }

@@ -911,7 +911,7 @@ impl MongoStore {
     /// failed append is logged at error level with the whole entry.
     async fn audit_after(&self, audit: Option<&super::AuditEntry>) {
         let Some(e) = audit else { return };
-        if let Err(err) = self.x_append_audit(e).await {
+        if let Err(err) = super::AuditStore::append_audit(self, e).await {
             tracing::error!(
                 error = %err,
                 actor = %e.actor,
@@ -1368,93 +1368,6 @@ impl Store for MongoStore {
             after = Some(last);
         }
         Ok(total)
-    }
-
-    async fn put_secret(&self, name: &str, sealed: &[u8], now_ms: i64) -> StoreResult<()> {
-        self.x_put_secret(name, sealed, now_ms).await
-    }
-
-    async fn list_secrets(&self) -> StoreResult<Vec<super::SecretMeta>> {
-        self.x_list_secrets().await
-    }
-
-    async fn sealed_secrets(&self, names: &[String]) -> StoreResult<Vec<(String, Vec<u8>)>> {
-        self.x_sealed_secrets(names).await
-    }
-
-    async fn delete_secret(&self, name: &str) -> StoreResult<bool> {
-        self.x_delete_secret(name).await
-    }
-
-    async fn kv_get(&self, job_id: &str, key: &str) -> StoreResult<Option<String>> {
-        self.x_kv_get(job_id, key).await
-    }
-
-    async fn kv_set(
-        &self,
-        job_id: &str,
-        key: &str,
-        value_json: &str,
-        caps: super::KvCaps,
-    ) -> StoreResult<super::KvSet> {
-        self.x_kv_set(job_id, key, value_json, caps).await
-    }
-
-    async fn kv_delete(&self, job_id: &str, key: &str) -> StoreResult<bool> {
-        self.x_kv_delete(job_id, key).await
-    }
-
-    async fn kv_list(&self, job_id: &str) -> StoreResult<Vec<(String, String)>> {
-        self.x_kv_list(job_id).await
-    }
-
-    async fn append_audit(&self, entry: &super::AuditEntry) -> StoreResult<()> {
-        self.x_append_audit(entry).await
-    }
-
-    async fn list_audit(
-        &self,
-        query: &super::AuditListQuery,
-    ) -> StoreResult<Vec<super::AuditEntry>> {
-        self.x_list_audit(query).await
-    }
-
-    async fn prune_audit(&self, keep: u64, older_than_ms: i64) -> StoreResult<u64> {
-        self.x_prune_audit(keep, older_than_ms).await
-    }
-
-    async fn put_module(
-        &self,
-        name: &str,
-        source: &str,
-        note: &str,
-        now_ms: i64,
-    ) -> StoreResult<u64> {
-        self.m_put(name, source, note, now_ms).await
-    }
-
-    async fn list_modules(&self) -> StoreResult<Vec<super::ModuleMeta>> {
-        self.m_list().await
-    }
-
-    async fn module_heads(&self, names: &[String]) -> StoreResult<Vec<(String, u64)>> {
-        self.m_heads(names).await
-    }
-
-    async fn list_module_versions(&self, name: &str) -> StoreResult<Vec<super::ModuleVersion>> {
-        self.m_versions(name).await
-    }
-
-    async fn get_module_version(
-        &self,
-        name: &str,
-        version: u64,
-    ) -> StoreResult<Option<super::ModuleVersion>> {
-        self.m_version(name, version).await
-    }
-
-    async fn delete_module(&self, name: &str) -> StoreResult<bool> {
-        self.m_delete(name).await
     }
 
     async fn close(&self) {

@@ -243,7 +243,10 @@ pub async fn check_job_writes_keep_their_audit_entry(store: &Arc<dyn Store>) {
     let missing = store
         .update_job_audited(&ghost, None, changed.version, Some(&unknown))
         .await;
-    assert!(matches!(missing, Err(StoreError::NotFound(_))), "{missing:?}");
+    assert!(
+        matches!(missing, Err(StoreError::NotFound(_))),
+        "{missing:?}"
+    );
     assert_eq!(
         actions_on(store, "audited").await,
         ["job.create", "job.update"]
@@ -307,7 +310,10 @@ pub async fn check_concurrent_audited_creates(store: &Arc<dyn Store>) {
     for h in handles {
         created.extend(h.await.expect("task"));
     }
-    assert_eq!(created.len(), TASKS * PER_TASK - (TASKS - 1) * PER_TASK / 10);
+    assert_eq!(
+        created.len(),
+        TASKS * PER_TASK - (TASKS - 1) * PER_TASK / 10
+    );
     let mut stored: Vec<String> = list(store, all(10_000))
         .await
         .into_iter()
@@ -315,5 +321,8 @@ pub async fn check_concurrent_audited_creates(store: &Arc<dyn Store>) {
         .collect();
     stored.sort();
     created.sort();
-    assert_eq!(stored, created, "one entry per job created, none for refusals");
+    assert_eq!(
+        stored, created,
+        "one entry per job created, none for refusals"
+    );
 }

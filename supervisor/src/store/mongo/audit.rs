@@ -3,12 +3,13 @@
 //! entries). Additive, like secrets and kv: the schema version stays 2.
 
 use anyhow::anyhow;
+use async_trait::async_trait;
 use futures_util::TryStreamExt;
 use mongodb::bson::{Bson, Document, doc};
 
 use super::docs::{int, literal_regex, string};
 use super::{Ctx as _, MongoStore, PRUNE_CHUNK, is_duplicate_key, limit_i64, mongo_err};
-use crate::store::{AuditEntry, AuditListQuery, StoreError, StoreResult};
+use crate::store::{AuditEntry, AuditListQuery, AuditStore, StoreError, StoreResult};
 
 fn read_entry(d: &Document) -> anyhow::Result<AuditEntry> {
     Ok(AuditEntry {
@@ -31,8 +32,9 @@ fn up_to(at_ms: i64, id: &str, strict: bool) -> Document {
     ] }
 }
 
-impl MongoStore {
-    pub(super) async fn x_append_audit(&self, e: &AuditEntry) -> StoreResult<()> {
+#[async_trait]
+impl AuditStore for MongoStore {
+    async fn append_audit(&self, e: &AuditEntry) -> StoreResult<()> {
         let _permit = self.enter()?;
         let entry = doc! {
             "_id": &e.id,
@@ -51,7 +53,7 @@ impl MongoStore {
         }
     }
 
-    pub(super) async fn x_list_audit(&self, q: &AuditListQuery) -> StoreResult<Vec<AuditEntry>> {
+    async fn list_audit(&self, q: &AuditListQuery) -> StoreResult<Vec<AuditEntry>> {
         let _permit = self.enter()?;
         let mut filter = doc! {};
         if let Some(t) = &q.target {
@@ -85,7 +87,7 @@ impl MongoStore {
             .ctx("read audit entries")
     }
 
-    pub(super) async fn x_prune_audit(&self, keep: u64, older_than_ms: i64) -> StoreResult<u64> {
+    async fn prune_audit(&self, keep: u64, older_than_ms: i64) -> StoreResult<u64> {
         let _permit = self.enter()?;
         // The newest entry that is not kept; it and everything older go.
         let cut = self

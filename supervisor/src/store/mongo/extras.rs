@@ -5,11 +5,12 @@
 //! has no transactions, so two concurrent sets of one job may together exceed a cap by
 //! one value. The delete of a job also deletes its kv (see `delete_job`).
 
+use async_trait::async_trait;
 use futures_util::TryStreamExt;
 use mongodb::bson::{Binary, Bson, Document, doc, spec::BinarySubtype};
 
 use super::{Ctx as _, MongoStore};
-use crate::store::{KvCaps, KvSet, SecretMeta, StoreError, StoreResult};
+use crate::store::{KvCaps, KvSet, KvStore, SecretMeta, SecretStore, StoreError, StoreResult};
 
 pub(super) fn field_str(d: &Document, key: &str) -> StoreResult<String> {
     d.get_str(key)
@@ -31,13 +32,9 @@ fn kv_id(job_id: &str, key: &str) -> Document {
     doc! { "job": job_id, "key": key }
 }
 
-impl MongoStore {
-    pub(super) async fn x_put_secret(
-        &self,
-        name: &str,
-        sealed: &[u8],
-        now_ms: i64,
-    ) -> StoreResult<()> {
+#[async_trait]
+impl SecretStore for MongoStore {
+    async fn put_secret(&self, name: &str, sealed: &[u8], now_ms: i64) -> StoreResult<()> {
         let _permit = self.enter()?;
         let bytes = Binary {
             subtype: BinarySubtype::Generic,
@@ -57,7 +54,7 @@ impl MongoStore {
         Ok(())
     }
 
-    pub(super) async fn x_list_secrets(&self) -> StoreResult<Vec<SecretMeta>> {
+    async fn list_secrets(&self) -> StoreResult<Vec<SecretMeta>> {
         let _permit = self.enter()?;
         let docs: Vec<Document> = self
             .secrets
@@ -80,10 +77,7 @@ impl MongoStore {
             .collect()
     }
 
-    pub(super) async fn x_sealed_secrets(
-        &self,
-        names: &[String],
-    ) -> StoreResult<Vec<(String, Vec<u8>)>> {
+    async fn sealed_secrets(&self, names: &[String]) -> StoreResult<Vec<(String, Vec<u8>)>> {
         let _permit = self.enter()?;
         let docs: Vec<Document> = self
             .secrets
@@ -104,7 +98,7 @@ impl MongoStore {
             .collect()
     }
 
-    pub(super) async fn x_delete_secret(&self, name: &str) -> StoreResult<bool> {
+    async fn delete_secret(&self, name: &str) -> StoreResult<bool> {
         let _permit = self.enter()?;
         let n = self
             .secrets
@@ -114,8 +108,11 @@ impl MongoStore {
             .deleted_count;
         Ok(n > 0)
     }
+}
 
-    pub(super) async fn x_kv_get(&self, job_id: &str, key: &str) -> StoreResult<Option<String>> {
+#[async_trait]
+impl KvStore for MongoStore {
+    async fn kv_get(&self, job_id: &str, key: &str) -> StoreResult<Option<String>> {
         let _permit = self.enter()?;
         match self
             .kv
@@ -128,7 +125,7 @@ impl MongoStore {
         }
     }
 
-    pub(super) async fn x_kv_set(
+    async fn kv_set(
         &self,
         job_id: &str,
         key: &str,
@@ -181,7 +178,7 @@ impl MongoStore {
         Ok(KvSet::Stored)
     }
 
-    pub(super) async fn x_kv_delete(&self, job_id: &str, key: &str) -> StoreResult<bool> {
+    async fn kv_delete(&self, job_id: &str, key: &str) -> StoreResult<bool> {
         let _permit = self.enter()?;
         let n = self
             .kv
@@ -192,7 +189,7 @@ impl MongoStore {
         Ok(n > 0)
     }
 
-    pub(super) async fn x_kv_list(&self, job_id: &str) -> StoreResult<Vec<(String, String)>> {
+    async fn kv_list(&self, job_id: &str) -> StoreResult<Vec<(String, String)>> {
         let _permit = self.enter()?;
         let docs: Vec<Document> = self
             .kv

@@ -8,13 +8,14 @@
 //! counter: a save that died between the two writes leaves a gap in the numbers, not a
 //! current version without a source.
 
+use async_trait::async_trait;
 use futures_util::TryStreamExt;
 use mongodb::bson::{Document, doc};
 use mongodb::options::ReturnDocument;
 
 use super::extras::{field_i64, field_str};
 use super::{Ctx as _, MongoStore};
-use crate::store::{ModuleMeta, ModuleVersion, StoreError, StoreResult};
+use crate::store::{ModuleMeta, ModuleStore, ModuleVersion, StoreError, StoreResult};
 
 fn version_of(d: &Document) -> StoreResult<u64> {
     let v = field_i64(d, "version")?;
@@ -37,8 +38,9 @@ fn to_version(d: &Document, with_source: bool) -> StoreResult<ModuleVersion> {
     })
 }
 
-impl MongoStore {
-    pub(super) async fn m_put(
+#[async_trait]
+impl ModuleStore for MongoStore {
+    async fn put_module(
         &self,
         name: &str,
         source: &str,
@@ -78,7 +80,7 @@ impl MongoStore {
         Ok(version)
     }
 
-    pub(super) async fn m_delete(&self, name: &str) -> StoreResult<bool> {
+    async fn delete_module(&self, name: &str) -> StoreResult<bool> {
         let _permit = self.enter()?;
         let n = self
             .modules
@@ -93,28 +95,7 @@ impl MongoStore {
         Ok(n > 0)
     }
 
-    /// The newest version document of each of `names` that has one, without sources.
-    async fn newest_versions(&self, names: &[String]) -> StoreResult<Vec<ModuleVersion>> {
-        let pipeline = [
-            doc! { "$match": { "name": { "$in": names } } },
-            doc! { "$project": { "source": 0 } },
-            doc! { "$sort": { "name": 1, "version": -1 } },
-            doc! { "$group": { "_id": "$name", "newest": { "$first": "$$ROOT" } } },
-            doc! { "$replaceRoot": { "newRoot": "$newest" } },
-            doc! { "$sort": { "name": 1 } },
-        ];
-        let docs: Vec<Document> = self
-            .module_versions
-            .aggregate(pipeline)
-            .await
-            .ctx("newest module versions")?
-            .try_collect()
-            .await
-            .ctx("newest module versions")?;
-        docs.iter().map(|d| to_version(d, false)).collect()
-    }
-
-    pub(super) async fn m_list(&self) -> StoreResult<Vec<ModuleMeta>> {
+    async fn list_modules(&self) -> StoreResult<Vec<ModuleMeta>> {
         let _permit = self.enter()?;
         let heads: Vec<Document> = self
             .modules
@@ -150,7 +131,7 @@ impl MongoStore {
         Ok(out)
     }
 
-    pub(super) async fn m_heads(&self, names: &[String]) -> StoreResult<Vec<(String, u64)>> {
+    async fn module_heads(&self, names: &[String]) -> StoreResult<Vec<(String, u64)>> {
         let _permit = self.enter()?;
         Ok(self
             .newest_versions(names)
@@ -160,7 +141,7 @@ impl MongoStore {
             .collect())
     }
 
-    pub(super) async fn m_versions(&self, name: &str) -> StoreResult<Vec<ModuleVersion>> {
+    async fn list_module_versions(&self, name: &str) -> StoreResult<Vec<ModuleVersion>> {
         let _permit = self.enter()?;
         let docs: Vec<Document> = self
             .module_versions
@@ -175,7 +156,7 @@ impl MongoStore {
         docs.iter().map(|d| to_version(d, false)).collect()
     }
 
-    pub(super) async fn m_version(
+    async fn get_module_version(
         &self,
         name: &str,
         version: u64,
@@ -193,5 +174,28 @@ impl MongoStore {
             Some(d) => Ok(Some(to_version(&d, true)?)),
             None => Ok(None),
         }
+    }
+}
+
+impl MongoStore {
+    /// The newest version document of each of `names` that has one, without sources.
+    async fn newest_versions(&self, names: &[String]) -> StoreResult<Vec<ModuleVersion>> {
+        let pipeline = [
+            doc! { "$match": { "name": { "$in": names } } },
+            doc! { "$project": { "source": 0 } },
+            doc! { "$sort": { "name": 1, "version": -1 } },
+            doc! { "$group": { "_id": "$name", "newest": { "$first": "$$ROOT" } } },
+            doc! { "$replaceRoot": { "newRoot": "$newest" } },
+            doc! { "$sort": { "name": 1 } },
+        ];
+        let docs: Vec<Document> = self
+            .module_versions
+            .aggregate(pipeline)
+            .await
+            .ctx("newest module versions")?
+            .try_collect()
+            .await
+            .ctx("newest module versions")?;
+        docs.iter().map(|d| to_version(d, false)).collect()
     }
 }

@@ -1,11 +1,14 @@
 //! The audit log in the PostgreSQL store: one insert per entry, lists by keyset, prunes
 //! in chunks.
 
-use super::{Ctx as _, PRUNE_CHUNK, Param, PostgresStore, limit_i64, param_refs};
-use crate::store::{AuditEntry, AuditListQuery, StoreResult};
+use async_trait::async_trait;
 
-impl PostgresStore {
-    pub(super) async fn x_append_audit(&self, e: &AuditEntry) -> StoreResult<()> {
+use super::{Ctx as _, PRUNE_CHUNK, Param, PostgresStore, limit_i64, param_refs};
+use crate::store::{AuditEntry, AuditListQuery, AuditStore, StoreResult};
+
+#[async_trait]
+impl AuditStore for PostgresStore {
+    async fn append_audit(&self, e: &AuditEntry) -> StoreResult<()> {
         let _permit = self.inner.enter()?;
         let inner = &self.inner;
         let client = inner.client().await?;
@@ -34,7 +37,7 @@ impl PostgresStore {
         Ok(())
     }
 
-    pub(super) async fn x_list_audit(&self, q: &AuditListQuery) -> StoreResult<Vec<AuditEntry>> {
+    async fn list_audit(&self, q: &AuditListQuery) -> StoreResult<Vec<AuditEntry>> {
         let _permit = self.inner.enter()?;
         let inner = &self.inner;
         let mut clauses = Vec::new();
@@ -94,7 +97,7 @@ impl PostgresStore {
             .ctx("read audit entries")
     }
 
-    pub(super) async fn x_prune_audit(&self, keep: u64, older_than_ms: i64) -> StoreResult<u64> {
+    async fn prune_audit(&self, keep: u64, older_than_ms: i64) -> StoreResult<u64> {
         let _permit = self.inner.enter()?;
         let inner = &self.inner;
         let client = inner.client().await?;

@@ -2,16 +2,14 @@
 //! (`FOR UPDATE`) while it checks the caps and writes, so concurrent sets of one job, on
 //! any node, cannot both squeeze under a cap.
 
-use super::{Ctx as _, PostgresStore};
-use crate::store::{KvCaps, KvSet, SecretMeta, StoreError, StoreResult};
+use async_trait::async_trait;
 
-impl PostgresStore {
-    pub(super) async fn x_put_secret(
-        &self,
-        name: &str,
-        sealed: &[u8],
-        now_ms: i64,
-    ) -> StoreResult<()> {
+use super::{Ctx as _, PostgresStore};
+use crate::store::{KvCaps, KvSet, KvStore, SecretMeta, SecretStore, StoreError, StoreResult};
+
+#[async_trait]
+impl SecretStore for PostgresStore {
+    async fn put_secret(&self, name: &str, sealed: &[u8], now_ms: i64) -> StoreResult<()> {
         let _permit = self.inner.enter()?;
         let inner = &self.inner;
         let client = inner.client().await?;
@@ -30,7 +28,7 @@ impl PostgresStore {
         Ok(())
     }
 
-    pub(super) async fn x_list_secrets(&self) -> StoreResult<Vec<SecretMeta>> {
+    async fn list_secrets(&self) -> StoreResult<Vec<SecretMeta>> {
         let _permit = self.inner.enter()?;
         let inner = &self.inner;
         let client = inner.client().await?;
@@ -54,10 +52,7 @@ impl PostgresStore {
             .ctx("read secrets")
     }
 
-    pub(super) async fn x_sealed_secrets(
-        &self,
-        names: &[String],
-    ) -> StoreResult<Vec<(String, Vec<u8>)>> {
+    async fn sealed_secrets(&self, names: &[String]) -> StoreResult<Vec<(String, Vec<u8>)>> {
         let _permit = self.inner.enter()?;
         let inner = &self.inner;
         let client = inner.client().await?;
@@ -75,7 +70,7 @@ impl PostgresStore {
             .ctx("read secrets")
     }
 
-    pub(super) async fn x_delete_secret(&self, name: &str) -> StoreResult<bool> {
+    async fn delete_secret(&self, name: &str) -> StoreResult<bool> {
         let _permit = self.inner.enter()?;
         let inner = &self.inner;
         let client = inner.client().await?;
@@ -86,8 +81,11 @@ impl PostgresStore {
         let n = client.execute(&stmt, &[&name]).await.ctx("delete secret")?;
         Ok(n > 0)
     }
+}
 
-    pub(super) async fn x_kv_get(&self, job_id: &str, key: &str) -> StoreResult<Option<String>> {
+#[async_trait]
+impl KvStore for PostgresStore {
+    async fn kv_get(&self, job_id: &str, key: &str) -> StoreResult<Option<String>> {
         let _permit = self.inner.enter()?;
         let inner = &self.inner;
         let client = inner.client().await?;
@@ -107,7 +105,7 @@ impl PostgresStore {
         }
     }
 
-    pub(super) async fn x_kv_set(
+    async fn kv_set(
         &self,
         job_id: &str,
         key: &str,
@@ -162,7 +160,7 @@ impl PostgresStore {
         Ok(KvSet::Stored)
     }
 
-    pub(super) async fn x_kv_delete(&self, job_id: &str, key: &str) -> StoreResult<bool> {
+    async fn kv_delete(&self, job_id: &str, key: &str) -> StoreResult<bool> {
         let _permit = self.inner.enter()?;
         let inner = &self.inner;
         let client = inner.client().await?;
@@ -177,7 +175,7 @@ impl PostgresStore {
         Ok(n > 0)
     }
 
-    pub(super) async fn x_kv_list(&self, job_id: &str) -> StoreResult<Vec<(String, String)>> {
+    async fn kv_list(&self, job_id: &str) -> StoreResult<Vec<(String, String)>> {
         let _permit = self.inner.enter()?;
         let inner = &self.inner;
         let client = inner.client().await?;

@@ -2,15 +2,18 @@
 //! upsert (the row lock makes concurrent saves, on any node, take turns) and writes the
 //! version row in the same transaction.
 
+use async_trait::async_trait;
+
 use super::{Ctx as _, PostgresStore};
-use crate::store::{ModuleMeta, ModuleVersion, StoreResult};
+use crate::store::{ModuleMeta, ModuleStore, ModuleVersion, StoreResult};
 
 fn version_of(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
-impl PostgresStore {
-    pub(super) async fn m_put(
+#[async_trait]
+impl ModuleStore for PostgresStore {
+    async fn put_module(
         &self,
         name: &str,
         source: &str,
@@ -47,7 +50,7 @@ impl PostgresStore {
         Ok(version_of(version))
     }
 
-    pub(super) async fn m_delete(&self, name: &str) -> StoreResult<bool> {
+    async fn delete_module(&self, name: &str) -> StoreResult<bool> {
         let _permit = self.inner.enter()?;
         let inner = &self.inner;
         let client = inner.client().await?;
@@ -59,7 +62,7 @@ impl PostgresStore {
         Ok(n > 0)
     }
 
-    pub(super) async fn m_list(&self) -> StoreResult<Vec<ModuleMeta>> {
+    async fn list_modules(&self) -> StoreResult<Vec<ModuleMeta>> {
         let _permit = self.inner.enter()?;
         let inner = &self.inner;
         let client = inner.client().await?;
@@ -88,7 +91,7 @@ impl PostgresStore {
             .ctx("read modules")
     }
 
-    pub(super) async fn m_heads(&self, names: &[String]) -> StoreResult<Vec<(String, u64)>> {
+    async fn module_heads(&self, names: &[String]) -> StoreResult<Vec<(String, u64)>> {
         let _permit = self.inner.enter()?;
         let inner = &self.inner;
         let client = inner.client().await?;
@@ -106,7 +109,7 @@ impl PostgresStore {
             .ctx("read module heads")
     }
 
-    pub(super) async fn m_versions(&self, name: &str) -> StoreResult<Vec<ModuleVersion>> {
+    async fn list_module_versions(&self, name: &str) -> StoreResult<Vec<ModuleVersion>> {
         let _permit = self.inner.enter()?;
         let inner = &self.inner;
         let client = inner.client().await?;
@@ -133,7 +136,7 @@ impl PostgresStore {
             .ctx("read module versions")
     }
 
-    pub(super) async fn m_version(
+    async fn get_module_version(
         &self,
         name: &str,
         version: u64,

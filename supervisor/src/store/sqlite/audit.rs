@@ -2,12 +2,13 @@
 //! every write), lists through the read pool.
 
 use anyhow::{Context as _, anyhow};
+use async_trait::async_trait;
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
 use super::writer::{Ctx as _, Op, PRUNE_CHUNK, Reply};
 use super::{SqliteStore, limit_i64};
-use crate::store::{AuditEntry, AuditListQuery, StoreError, StoreResult};
+use crate::store::{AuditEntry, AuditListQuery, AuditStore, StoreError, StoreResult};
 
 pub(super) enum AuditOp {
     Append(AuditEntry),
@@ -94,14 +95,15 @@ pub(super) fn apply(conn: &Connection, op: &AuditOp) -> StoreResult<Reply> {
     }
 }
 
-impl SqliteStore {
-    pub(super) async fn x_append_audit(&self, entry: &AuditEntry) -> StoreResult<()> {
+#[async_trait]
+impl AuditStore for SqliteStore {
+    async fn append_audit(&self, entry: &AuditEntry) -> StoreResult<()> {
         self.write(Op::Audit(AuditOp::Append(entry.clone())))
             .await
             .map(|_| ())
     }
 
-    pub(super) async fn x_prune_audit(&self, keep: u64, older_than_ms: i64) -> StoreResult<u64> {
+    async fn prune_audit(&self, keep: u64, older_than_ms: i64) -> StoreResult<u64> {
         let mut total = 0;
         // In chunks, each its own request, so other writes interleave with a big prune.
         loop {
@@ -127,7 +129,7 @@ impl SqliteStore {
         }
     }
 
-    pub(super) async fn x_list_audit(&self, q: &AuditListQuery) -> StoreResult<Vec<AuditEntry>> {
+    async fn list_audit(&self, q: &AuditListQuery) -> StoreResult<Vec<AuditEntry>> {
         let mut clauses = Vec::new();
         let mut args: Vec<Value> = Vec::new();
         let arg = |args: &mut Vec<Value>, v: Value| {

@@ -5,11 +5,12 @@
 //! cannot both squeeze under a cap.
 
 use anyhow::Context as _;
+use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::SqliteStore;
 use super::writer::{Ctx as _, Op, Reply};
-use crate::store::{KvCaps, KvSet, SecretMeta, StoreError, StoreResult};
+use crate::store::{KvCaps, KvSet, KvStore, SecretMeta, SecretStore, StoreError, StoreResult};
 
 pub(super) enum ExtraOp {
     PutSecret {
@@ -136,13 +137,9 @@ pub(super) fn unexpected(what: &str) -> StoreError {
     ))
 }
 
-impl SqliteStore {
-    pub(super) async fn x_put_secret(
-        &self,
-        name: &str,
-        sealed: &[u8],
-        now_ms: i64,
-    ) -> StoreResult<()> {
+#[async_trait]
+impl SecretStore for SqliteStore {
+    async fn put_secret(&self, name: &str, sealed: &[u8], now_ms: i64) -> StoreResult<()> {
         let op = ExtraOp::PutSecret {
             name: name.to_owned(),
             sealed: sealed.to_vec(),
@@ -151,7 +148,7 @@ impl SqliteStore {
         self.write(Op::Extra(op)).await.map(|_| ())
     }
 
-    pub(super) async fn x_delete_secret(&self, name: &str) -> StoreResult<bool> {
+    async fn delete_secret(&self, name: &str) -> StoreResult<bool> {
         let op = ExtraOp::DeleteSecret {
             name: name.to_owned(),
         };
@@ -161,7 +158,7 @@ impl SqliteStore {
         }
     }
 
-    pub(super) async fn x_list_secrets(&self) -> StoreResult<Vec<SecretMeta>> {
+    async fn list_secrets(&self) -> StoreResult<Vec<SecretMeta>> {
         self.read(|conn| {
             let mut stmt = conn
                 .prepare_cached(
@@ -182,10 +179,7 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn x_sealed_secrets(
-        &self,
-        names: &[String],
-    ) -> StoreResult<Vec<(String, Vec<u8>)>> {
+    async fn sealed_secrets(&self, names: &[String]) -> StoreResult<Vec<(String, Vec<u8>)>> {
         let names = names.to_vec();
         self.read(move |conn| {
             let mut stmt = conn
@@ -206,8 +200,11 @@ impl SqliteStore {
         })
         .await
     }
+}
 
-    pub(super) async fn x_kv_get(&self, job_id: &str, key: &str) -> StoreResult<Option<String>> {
+#[async_trait]
+impl KvStore for SqliteStore {
+    async fn kv_get(&self, job_id: &str, key: &str) -> StoreResult<Option<String>> {
         let (job_id, key) = (job_id.to_owned(), key.to_owned());
         self.read(move |conn| {
             conn.prepare_cached("SELECT value_json FROM job_kv WHERE job_id = ?1 AND key = ?2")
@@ -219,7 +216,7 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn x_kv_set(
+    async fn kv_set(
         &self,
         job_id: &str,
         key: &str,
@@ -238,7 +235,7 @@ impl SqliteStore {
         }
     }
 
-    pub(super) async fn x_kv_delete(&self, job_id: &str, key: &str) -> StoreResult<bool> {
+    async fn kv_delete(&self, job_id: &str, key: &str) -> StoreResult<bool> {
         let op = ExtraOp::KvDelete {
             job_id: job_id.to_owned(),
             key: key.to_owned(),
@@ -249,7 +246,7 @@ impl SqliteStore {
         }
     }
 
-    pub(super) async fn x_kv_list(&self, job_id: &str) -> StoreResult<Vec<(String, String)>> {
+    async fn kv_list(&self, job_id: &str) -> StoreResult<Vec<(String, String)>> {
         let job_id = job_id.to_owned();
         self.read(move |conn| {
             let mut stmt = conn

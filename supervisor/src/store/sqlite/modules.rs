@@ -2,12 +2,13 @@
 //! transaction with the rest of their group), reads through the read pool.
 
 use anyhow::Context as _;
+use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::SqliteStore;
 use super::extras::unexpected;
 use super::writer::{Ctx as _, Op, Reply};
-use crate::store::{ModuleMeta, ModuleVersion, StoreResult};
+use crate::store::{ModuleMeta, ModuleStore, ModuleVersion, StoreResult};
 
 pub(super) enum ModuleOp {
     Put {
@@ -72,8 +73,9 @@ fn version_of(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
-impl SqliteStore {
-    pub(super) async fn m_put(
+#[async_trait]
+impl ModuleStore for SqliteStore {
+    async fn put_module(
         &self,
         name: &str,
         source: &str,
@@ -92,7 +94,7 @@ impl SqliteStore {
         }
     }
 
-    pub(super) async fn m_delete(&self, name: &str) -> StoreResult<bool> {
+    async fn delete_module(&self, name: &str) -> StoreResult<bool> {
         let op = ModuleOp::Delete {
             name: name.to_owned(),
         };
@@ -102,7 +104,7 @@ impl SqliteStore {
         }
     }
 
-    pub(super) async fn m_list(&self) -> StoreResult<Vec<ModuleMeta>> {
+    async fn list_modules(&self) -> StoreResult<Vec<ModuleMeta>> {
         self.read(|conn| {
             let mut stmt = conn
                 .prepare_cached(
@@ -129,7 +131,7 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn m_heads(&self, names: &[String]) -> StoreResult<Vec<(String, u64)>> {
+    async fn module_heads(&self, names: &[String]) -> StoreResult<Vec<(String, u64)>> {
         let names = names.to_vec();
         self.read(move |conn| {
             let mut stmt = conn
@@ -152,7 +154,7 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn m_versions(&self, name: &str) -> StoreResult<Vec<ModuleVersion>> {
+    async fn list_module_versions(&self, name: &str) -> StoreResult<Vec<ModuleVersion>> {
         let name = name.to_owned();
         self.read(move |conn| {
             let mut stmt = conn
@@ -179,7 +181,7 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn m_version(
+    async fn get_module_version(
         &self,
         name: &str,
         version: u64,

@@ -93,9 +93,7 @@ impl Op {
                 .map(|r| 256 + r.log.iter().map(|l| l.text.len() + 32).sum::<usize>())
                 .sum(),
             Op::Delete { audit, .. } => 64 + audit_bytes(audit),
-            Op::NoteDuplicate { .. }
-            | Op::PruneOld { .. }
-            | Op::PruneKeep { .. } => 64,
+            Op::NoteDuplicate { .. } | Op::PruneOld { .. } | Op::PruneKeep { .. } => 64,
             Op::Extra(op) => op.payload_bytes(),
             Op::Audit(op) => op.payload_bytes(),
             Op::Module(op) => op.payload_bytes(),
