@@ -69,10 +69,6 @@ pub(super) fn apply(conn: &Connection, op: &ModuleOp) -> StoreResult<Reply> {
     }
 }
 
-fn version_of(v: i64) -> u64 {
-    u64::try_from(v).unwrap_or(0)
-}
-
 #[async_trait]
 impl ModuleStore for SqliteStore {
     async fn put_module(
@@ -118,9 +114,9 @@ impl ModuleStore for SqliteStore {
                 .query_map([], |r| {
                     Ok(ModuleMeta {
                         name: r.get(0)?,
-                        version: version_of(r.get(1)?),
+                        version: r.get(1)?,
                         note: r.get(2)?,
-                        bytes: version_of(r.get(3)?),
+                        bytes: r.get(3)?,
                         created_at_ms: r.get(4)?,
                         updated_at_ms: r.get(5)?,
                     })
@@ -139,12 +135,13 @@ impl ModuleStore for SqliteStore {
                 .context("prepare module head")?;
             let mut out = Vec::new();
             for name in names {
-                let v: Option<i64> = stmt
+                // rusqlite reads u64 with a range check: a negative number is an error.
+                let v: Option<u64> = stmt
                     .query_row([&name], |r| r.get(0))
                     .optional()
                     .context("read module head")?;
                 if let Some(v) = v {
-                    out.push((name, version_of(v)));
+                    out.push((name, v));
                 }
             }
             out.sort();
@@ -167,9 +164,9 @@ impl ModuleStore for SqliteStore {
                 .query_map([&name], |r| {
                     Ok(ModuleVersion {
                         name: name.clone(),
-                        version: version_of(r.get(0)?),
+                        version: r.get(0)?,
                         note: r.get(1)?,
-                        bytes: version_of(r.get(2)?),
+                        bytes: r.get(2)?,
                         created_at_ms: r.get(3)?,
                         source: None,
                     })
