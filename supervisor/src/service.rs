@@ -1325,11 +1325,7 @@ impl Backend for Service {
     }
 
     async fn put_secret(&self, actor: &Actor, name: &str, value: String) -> ServiceResult<()> {
-        secrets::put(self, name, value).await?;
-        // Never the value, nor its length.
-        self.record(actor, "secret.put", name, serde_json::json!({}))
-            .await;
-        Ok(())
+        secrets::put(self, actor, name, value).await
     }
 
     async fn list_secrets(&self) -> ServiceResult<Vec<SecretView>> {
@@ -1337,10 +1333,7 @@ impl Backend for Service {
     }
 
     async fn delete_secret(&self, actor: &Actor, name: &str) -> ServiceResult<()> {
-        secrets::delete(self, name).await?;
-        self.record(actor, "secret.delete", name, serde_json::json!({}))
-            .await;
-        Ok(())
+        secrets::delete(self, actor, name).await
     }
 
     async fn kv_list(&self, job_id: &str) -> ServiceResult<Vec<KvEntryView>> {
@@ -1348,10 +1341,7 @@ impl Backend for Service {
     }
 
     async fn kv_delete(&self, actor: &Actor, job_id: &str, key: &str) -> ServiceResult<()> {
-        secrets::kv_delete(self, job_id, key).await?;
-        let detail = serde_json::json!({ "key": key });
-        self.record(actor, "kv.delete", job_id, detail).await;
-        Ok(())
+        secrets::kv_delete(self, actor, job_id, key).await
     }
 
     async fn audit(&self, query: AuditQuery) -> ServiceResult<AuditPage> {

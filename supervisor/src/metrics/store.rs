@@ -197,8 +197,18 @@ impl Store for TimedStore {
 
 #[async_trait]
 impl SecretStore for TimedStore {
-    async fn put_secret(&self, name: &str, sealed: &[u8], now_ms: i64) -> StoreResult<()> {
-        timed!(self, put_secret(name, sealed, now_ms))
+    async fn put_secret_audited(
+        &self,
+        name: &str,
+        sealed: &[u8],
+        now_ms: i64,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<()> {
+        timed!(
+            self,
+            "put_secret",
+            put_secret_audited(name, sealed, now_ms, audit)
+        )
     }
     async fn list_secrets(&self) -> StoreResult<Vec<SecretMeta>> {
         timed!(self, list_secrets())
@@ -206,8 +216,12 @@ impl SecretStore for TimedStore {
     async fn sealed_secrets(&self, names: &[String]) -> StoreResult<Vec<(String, Vec<u8>)>> {
         timed!(self, sealed_secrets(names))
     }
-    async fn delete_secret(&self, name: &str) -> StoreResult<bool> {
-        timed!(self, delete_secret(name))
+    async fn delete_secret_audited(
+        &self,
+        name: &str,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<bool> {
+        timed!(self, "delete_secret", delete_secret_audited(name, audit))
     }
 }
 
@@ -225,8 +239,13 @@ impl KvStore for TimedStore {
     ) -> StoreResult<KvSet> {
         timed!(self, kv_set(job_id, key, value_json, caps))
     }
-    async fn kv_delete(&self, job_id: &str, key: &str) -> StoreResult<bool> {
-        timed!(self, kv_delete(job_id, key))
+    async fn kv_delete_audited(
+        &self,
+        job_id: &str,
+        key: &str,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<bool> {
+        timed!(self, "kv_delete", kv_delete_audited(job_id, key, audit))
     }
     async fn kv_list(&self, job_id: &str) -> StoreResult<Vec<(String, String)>> {
         timed!(self, kv_list(job_id))

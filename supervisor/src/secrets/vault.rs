@@ -9,7 +9,7 @@ use anyhow::Context;
 use protocol::SecretValues;
 
 use super::{KeySource, Masker};
-use crate::store::{SecretMeta, Store};
+use crate::store::{AuditEntry, SecretMeta, Store};
 
 pub struct Vault {
     store: Arc<dyn Store>,
@@ -28,12 +28,19 @@ impl Vault {
         Vault { store, keys }
     }
 
-    /// Seals and stores a value (the caller has checked name and size).
-    pub async fn put(&self, name: &str, value: &str, now_ms: i64) -> anyhow::Result<()> {
+    /// Seals and stores a value (the caller has checked name and size), with the
+    /// change's audit entry when given (in the same transaction).
+    pub async fn put(
+        &self,
+        name: &str,
+        value: &str,
+        now_ms: i64,
+        audit: Option<&AuditEntry>,
+    ) -> anyhow::Result<()> {
         let key = self.keys.require(true)?;
         let sealed = key.encrypt(name, value)?;
         self.store
-            .put_secret(name, &sealed, now_ms)
+            .put_secret_audited(name, &sealed, now_ms, audit)
             .await
             .context("store the secret")?;
         Ok(())

@@ -2,19 +2,19 @@
 //! back (`GET /api/audit`).
 //!
 //! An entry is written where the change is made. Job writes (create, update, script
-//! saves and rollbacks, enable, pause, delete) hand their entry to the store, which
-//! keeps it in the change's own transaction: the change and its entry are stored
-//! together or not at all (MongoDB, used without transactions, appends it right after).
-//! A request that fails before its change is committed leaves none. A job's entry says
-//! what changed as `{"changes": {field: {old, new}}}` with the API's field names; a
-//! script appears as its version, its size and its note, never its text, and a
-//! secret's value never appears at all.
+//! saves and rollbacks, enable, pause, delete), secret puts and deletes and kv deletes
+//! hand their entry to the store, which keeps it in the change's own transaction: the
+//! change and its entry are stored together or not at all (MongoDB, used without
+//! transactions, appends it right after). A request that fails before its change is
+//! committed leaves none. A job's entry says what changed as `{"changes": {field: {old,
+//! new}}}` with the API's field names; a script appears as its version, its size and
+//! its note, never its text, and a secret's value never appears at all.
 //!
-//! The other changes (secrets, kv, modules, manual runs, backfills) append their entry
-//! right after the store has committed the change and before the request is answered:
-//! if the append fails or the process dies between the two writes, the change stands
-//! without its entry. The append failure is logged at error level with the whole
-//! entry, so the record survives in the service's log.
+//! The other changes (modules, whose entry names the version the store assigns; manual
+//! runs; backfills) append their entry right after the store has committed the change
+//! and before the request is answered: if the append fails or the process dies between
+//! the two writes, the change stands without its entry. The append failure is logged at
+//! error level with the whole entry, so the record survives in the service's log.
 
 use serde_json::{Map, Value, json};
 use web::Actor;

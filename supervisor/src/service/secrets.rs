@@ -7,7 +7,7 @@
 //! behind their owners' backs. Remove the grants first.
 
 use web::dto::{KvEntryView, SecretView};
-use web::{ServiceError, ServiceResult};
+use web::{Actor, ServiceError, ServiceResult};
 
 use super::{Service, ms_to_dt, not_found, store_err};
 use crate::job::Job;
@@ -55,7 +55,12 @@ async fn all_jobs(svc: &Service) -> ServiceResult<Vec<Job>> {
     Ok(svc.store.list_jobs(&q).await.map_err(store_err)?.0)
 }
 
-pub(super) async fn put(svc: &Service, name: &str, value: String) -> ServiceResult<()> {
+pub(super) async fn put(
+    svc: &Service,
+    actor: &Actor,
+    name: &str,
+    value: String,
+) -> ServiceResult<()> {
     check_name(name)?;
     if value.len() > MAX_VALUE_BYTES {
         return Err(ServiceError::TooLarge(format!(
@@ -70,8 +75,10 @@ pub(super) async fn put(svc: &Service, name: &str, value: String) -> ServiceResu
                 .into(),
         ));
     }
+    // Never the value, nor its length.
+    let entry = svc.audit_entry(actor, "secret.put", name, serde_json::json!({}));
     svc.vault
-        .put(name, &value, crate::scheduler::now_ms())
+        .put(name, &value, crate::scheduler::now_ms(), Some(&entry))
         .await
         .map_err(ServiceError::Internal)?;
     tracing::info!(secret = name, "secret stored");
@@ -96,7 +103,7 @@ pub(super) async fn list(svc: &Service) -> ServiceResult<Vec<SecretView>> {
         .collect())
 }
 
-pub(super) async fn delete(svc: &Service, name: &str) -> ServiceResult<()> {
+pub(super) async fn delete(svc: &Service, actor: &Actor, name: &str) -> ServiceResult<()> {
     check_name(name)?;
     let users: Vec<String> = all_jobs(svc)
         .await?
@@ -110,7 +117,13 @@ pub(super) async fn delete(svc: &Service, name: &str) -> ServiceResult<()> {
             users.join(", ")
         )));
     }
-    if !svc.store.delete_secret(name).await.map_err(store_err)? {
+    let entry = svc.audit_entry(actor, "secret.delete", name, serde_json::json!({}));
+    if !svc
+        .store
+        .delete_secret_audited(name, Some(&entry))
+        .await
+        .map_err(store_err)?
+    {
         return Err(ServiceError::NotFound(format!("no secret named {name}")));
     }
     tracing::info!(secret = name, "secret deleted");
@@ -137,7 +150,12 @@ pub(super) async fn kv_list(svc: &Service, job_id: &str) -> ServiceResult<Vec<Kv
         .collect())
 }
 
-pub(super) async fn kv_delete(svc: &Service, job_id: &str, key: &str) -> ServiceResult<()> {
+pub(super) async fn kv_delete(
+    svc: &Service,
+    actor: &Actor,
+    job_id: &str,
+    key: &str,
+) -> ServiceResult<()> {
     crate::kvhost::check_key(key).map_err(|m| ServiceError::invalid("key", m))?;
     if svc
         .store
@@ -148,7 +166,18 @@ pub(super) async fn kv_delete(svc: &Service, job_id: &str, key: &str) -> Service
     {
         return Err(not_found(job_id));
     }
-    if !svc.store.kv_delete(job_id, key).await.map_err(store_err)? {
+    let entry = svc.audit_entry(
+        actor,
+        "kv.delete",
+        job_id,
+        serde_json::json!({ "key": key }),
+    );
+    if !svc
+        .store
+        .kv_delete_audited(job_id, key, Some(&entry))
+        .await
+        .map_err(store_err)?
+    {
         return Err(ServiceError::NotFound(format!(
             "job {job_id} has no key {key:?}"
         )));

@@ -87,6 +87,7 @@ macro_rules! store_conformance_tests {
             check_audit_prune,
             check_job_writes_keep_their_audit_entry,
             check_concurrent_audited_creates,
+            check_secret_and_kv_writes_keep_their_audit_entry,
             check_modules_round_trip,
             check_module_delete,
             check_concurrent_module_saves,

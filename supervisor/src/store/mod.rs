@@ -298,8 +298,20 @@ pub trait Store: SecretStore + KvStore + AuditStore + ModuleStore + Send + Sync 
 #[async_trait]
 pub trait SecretStore: Send + Sync {
     /// Creates or replaces the secret `name` with its sealed (encrypted) value; a
-    /// replaced secret keeps its `created_at_ms`.
-    async fn put_secret(&self, name: &str, sealed: &[u8], now_ms: i64) -> StoreResult<()>;
+    /// replaced secret keeps its `created_at_ms`. `audit` as for
+    /// [`Store::create_job_audited`].
+    async fn put_secret_audited(
+        &self,
+        name: &str,
+        sealed: &[u8],
+        now_ms: i64,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<()>;
+
+    /// [`SecretStore::put_secret_audited`] without an audit entry.
+    async fn put_secret(&self, name: &str, sealed: &[u8], now_ms: i64) -> StoreResult<()> {
+        self.put_secret_audited(name, sealed, now_ms, None).await
+    }
 
     /// Every secret's name and times, by name, never a value.
     async fn list_secrets(&self) -> StoreResult<Vec<SecretMeta>>;
@@ -308,8 +320,18 @@ pub trait SecretStore: Send + Sync {
     async fn sealed_secrets(&self, names: &[String]) -> StoreResult<Vec<(String, Vec<u8>)>>;
 
     /// Deletes the secret. `Ok(false)` if it did not exist. Grants are not touched (the
-    /// service refuses to delete a granted secret).
-    async fn delete_secret(&self, name: &str) -> StoreResult<bool>;
+    /// service refuses to delete a granted secret). `audit` is stored only if a secret
+    /// was deleted, in the same transaction.
+    async fn delete_secret_audited(
+        &self,
+        name: &str,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<bool>;
+
+    /// [`SecretStore::delete_secret_audited`] without an audit entry.
+    async fn delete_secret(&self, name: &str) -> StoreResult<bool> {
+        self.delete_secret_audited(name, None).await
+    }
 }
 
 /// Each job's small key-value state (issue 7): JSON text under a key, capped.
@@ -328,8 +350,19 @@ pub trait KvStore: Send + Sync {
         caps: KvCaps,
     ) -> StoreResult<KvSet>;
 
-    /// Deletes `key`. `Ok(false)` if it was not there.
-    async fn kv_delete(&self, job_id: &str, key: &str) -> StoreResult<bool>;
+    /// Deletes `key`. `Ok(false)` if it was not there. `audit` is stored only if a key
+    /// was deleted, in the same transaction.
+    async fn kv_delete_audited(
+        &self,
+        job_id: &str,
+        key: &str,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<bool>;
+
+    /// [`KvStore::kv_delete_audited`] without an audit entry.
+    async fn kv_delete(&self, job_id: &str, key: &str) -> StoreResult<bool> {
+        self.kv_delete_audited(job_id, key, None).await
+    }
 
     /// Every key of the job and its value, by key.
     async fn kv_list(&self, job_id: &str) -> StoreResult<Vec<(String, String)>>;

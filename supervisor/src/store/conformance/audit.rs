@@ -326,3 +326,65 @@ pub async fn check_concurrent_audited_creates(store: &Arc<dyn Store>) {
         "one entry per job created, none for refusals"
     );
 }
+
+/// Secret writes and kv deletes given an entry store it with the change; a delete that
+/// finds nothing stores none.
+pub async fn check_secret_and_kv_writes_keep_their_audit_entry(store: &Arc<dyn Store>) {
+    let put = entry("s1", T0, "ci", "secret.put", "API_KEY");
+    store
+        .put_secret_audited("API_KEY", b"sealed", T0, Some(&put))
+        .await
+        .expect("put secret");
+    let gone = entry("s2", T0 + 1, "ci", "secret.delete", "API_KEY");
+    assert!(
+        store
+            .delete_secret_audited("API_KEY", Some(&gone))
+            .await
+            .expect("delete secret")
+    );
+    let again = entry("s3", T0 + 2, "ci", "secret.delete", "API_KEY");
+    assert!(
+        !store
+            .delete_secret_audited("API_KEY", Some(&again))
+            .await
+            .expect("delete secret again")
+    );
+    assert_eq!(
+        actions_on(store, "API_KEY").await,
+        ["secret.put", "secret.delete"]
+    );
+
+    store
+        .create_job(&super::sample_job("with-kv"), "s")
+        .await
+        .expect("create");
+    let caps = crate::store::KvCaps {
+        max_keys: 10,
+        max_total_bytes: 1_000,
+    };
+    store
+        .kv_set("with-kv", "k", "1", caps)
+        .await
+        .expect("kv set");
+    let deleted = entry("k1", T0 + 3, "alice", "kv.delete", "with-kv");
+    assert!(
+        store
+            .kv_delete_audited("with-kv", "k", Some(&deleted))
+            .await
+            .expect("kv delete")
+    );
+    let missing = entry("k2", T0 + 4, "alice", "kv.delete", "with-kv");
+    assert!(
+        !store
+            .kv_delete_audited("with-kv", "k", Some(&missing))
+            .await
+            .expect("kv delete again")
+    );
+    assert_eq!(actions_on(store, "with-kv").await, ["kv.delete"]);
+    let ids: Vec<String> = list(store, all(10))
+        .await
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(ids, ["k1", "s2", "s1"], "nothing else was stored");
+}

@@ -10,7 +10,9 @@ use futures_util::TryStreamExt;
 use mongodb::bson::{Binary, Bson, Document, doc, spec::BinarySubtype};
 
 use super::{Ctx as _, MongoStore};
-use crate::store::{KvCaps, KvSet, KvStore, SecretMeta, SecretStore, StoreError, StoreResult};
+use crate::store::{
+    AuditEntry, KvCaps, KvSet, KvStore, SecretMeta, SecretStore, StoreError, StoreResult,
+};
 
 pub(super) fn field_str(d: &Document, key: &str) -> StoreResult<String> {
     d.get_str(key)
@@ -34,24 +36,28 @@ fn kv_id(job_id: &str, key: &str) -> Document {
 
 #[async_trait]
 impl SecretStore for MongoStore {
-    async fn put_secret(&self, name: &str, sealed: &[u8], now_ms: i64) -> StoreResult<()> {
-        let _permit = self.enter()?;
-        let bytes = Binary {
-            subtype: BinarySubtype::Generic,
-            bytes: sealed.to_vec(),
-        };
-        self.secrets
-            .update_one(
-                doc! { "_id": name },
-                doc! {
-                    "$set": { "sealed": bytes, "updated_at_ms": now_ms },
-                    "$setOnInsert": { "created_at_ms": now_ms },
-                },
-            )
-            .upsert(true)
-            .await
-            .ctx("put secret")?;
+    async fn put_secret_audited(
+        &self,
+        name: &str,
+        sealed: &[u8],
+        now_ms: i64,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<()> {
+        self.put_secret_only(name, sealed, now_ms).await?;
+        self.audit_after(audit).await;
         Ok(())
+    }
+
+    async fn delete_secret_audited(
+        &self,
+        name: &str,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<bool> {
+        let deleted = self.delete_secret_only(name).await?;
+        if deleted {
+            self.audit_after(audit).await;
+        }
+        Ok(deleted)
     }
 
     async fn list_secrets(&self) -> StoreResult<Vec<SecretMeta>> {
@@ -97,21 +103,23 @@ impl SecretStore for MongoStore {
             })
             .collect()
     }
-
-    async fn delete_secret(&self, name: &str) -> StoreResult<bool> {
-        let _permit = self.enter()?;
-        let n = self
-            .secrets
-            .delete_one(doc! { "_id": name })
-            .await
-            .ctx("delete secret")?
-            .deleted_count;
-        Ok(n > 0)
-    }
 }
 
 #[async_trait]
 impl KvStore for MongoStore {
+    async fn kv_delete_audited(
+        &self,
+        job_id: &str,
+        key: &str,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<bool> {
+        let deleted = self.kv_delete_only(job_id, key).await?;
+        if deleted {
+            self.audit_after(audit).await;
+        }
+        Ok(deleted)
+    }
+
     async fn kv_get(&self, job_id: &str, key: &str) -> StoreResult<Option<String>> {
         let _permit = self.enter()?;
         match self
@@ -178,17 +186,6 @@ impl KvStore for MongoStore {
         Ok(KvSet::Stored)
     }
 
-    async fn kv_delete(&self, job_id: &str, key: &str) -> StoreResult<bool> {
-        let _permit = self.enter()?;
-        let n = self
-            .kv
-            .delete_one(doc! { "_id": kv_id(job_id, key) })
-            .await
-            .ctx("kv delete")?
-            .deleted_count;
-        Ok(n > 0)
-    }
-
     async fn kv_list(&self, job_id: &str) -> StoreResult<Vec<(String, String)>> {
         let _permit = self.enter()?;
         let docs: Vec<Document> = self
@@ -203,5 +200,50 @@ impl KvStore for MongoStore {
         docs.iter()
             .map(|d| Ok((field_str(d, "key")?, field_str(d, "value_json")?)))
             .collect()
+    }
+}
+
+/// The writes without their audit entries (MongoDB appends those right after).
+impl MongoStore {
+    async fn put_secret_only(&self, name: &str, sealed: &[u8], now_ms: i64) -> StoreResult<()> {
+        let _permit = self.enter()?;
+        let bytes = Binary {
+            subtype: BinarySubtype::Generic,
+            bytes: sealed.to_vec(),
+        };
+        self.secrets
+            .update_one(
+                doc! { "_id": name },
+                doc! {
+                    "$set": { "sealed": bytes, "updated_at_ms": now_ms },
+                    "$setOnInsert": { "created_at_ms": now_ms },
+                },
+            )
+            .upsert(true)
+            .await
+            .ctx("put secret")?;
+        Ok(())
+    }
+
+    async fn delete_secret_only(&self, name: &str) -> StoreResult<bool> {
+        let _permit = self.enter()?;
+        let n = self
+            .secrets
+            .delete_one(doc! { "_id": name })
+            .await
+            .ctx("delete secret")?
+            .deleted_count;
+        Ok(n > 0)
+    }
+
+    async fn kv_delete_only(&self, job_id: &str, key: &str) -> StoreResult<bool> {
+        let _permit = self.enter()?;
+        let n = self
+            .kv
+            .delete_one(doc! { "_id": kv_id(job_id, key) })
+            .await
+            .ctx("kv delete")?
+            .deleted_count;
+        Ok(n > 0)
     }
 }

@@ -4,27 +4,41 @@
 
 use async_trait::async_trait;
 
+use tokio_postgres::types::ToSql;
+
+use super::writer::{AuditParams, audit_clause};
 use super::{Ctx as _, PostgresStore};
-use crate::store::{KvCaps, KvSet, KvStore, SecretMeta, SecretStore, StoreError, StoreResult};
+use crate::store::{
+    AuditEntry, KvCaps, KvSet, KvStore, SecretMeta, SecretStore, StoreError, StoreResult,
+};
 
 #[async_trait]
 impl SecretStore for PostgresStore {
-    async fn put_secret(&self, name: &str, sealed: &[u8], now_ms: i64) -> StoreResult<()> {
+    async fn put_secret_audited(
+        &self,
+        name: &str,
+        sealed: &[u8],
+        now_ms: i64,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<()> {
         let _permit = self.inner.enter()?;
         let inner = &self.inner;
         let client = inner.client().await?;
+        // One statement: the secret and its audit entry, both or neither.
         let stmt = client
-            .prepare_cached(&inner.sql(
-                "INSERT INTO {s}.secrets (name, sealed, created_at_ms, updated_at_ms) \
+            .prepare_cached(&inner.sql(&format!(
+                "WITH p AS (INSERT INTO {{s}}.secrets (name, sealed, created_at_ms, updated_at_ms) \
                  VALUES ($1, $2, $3, $3) ON CONFLICT (name) DO UPDATE SET \
-                 sealed = excluded.sealed, updated_at_ms = excluded.updated_at_ms",
-            ))
+                 sealed = excluded.sealed, updated_at_ms = excluded.updated_at_ms \
+                 RETURNING name), {} SELECT count(*) FROM p",
+                audit_clause("p", 4)
+            )))
             .await
             .ctx("prepare put secret")?;
-        client
-            .execute(&stmt, &[&name, &sealed, &now_ms])
-            .await
-            .ctx("put secret")?;
+        let audit = AuditParams::of(audit);
+        let mut args: Vec<&(dyn ToSql + Sync)> = vec![&name, &sealed, &now_ms];
+        args.extend(audit.params());
+        client.query_one(&stmt, &args).await.ctx("put secret")?;
         Ok(())
     }
 
@@ -70,16 +84,23 @@ impl SecretStore for PostgresStore {
             .ctx("read secrets")
     }
 
-    async fn delete_secret(&self, name: &str) -> StoreResult<bool> {
+    async fn delete_secret_audited(
+        &self,
+        name: &str,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<bool> {
         let _permit = self.inner.enter()?;
         let inner = &self.inner;
         let client = inner.client().await?;
         let stmt = client
-            .prepare_cached(&inner.sql("DELETE FROM {s}.secrets WHERE name = $1"))
+            .prepare_cached(&inner.sql(&format!(
+                "WITH d AS (DELETE FROM {{s}}.secrets WHERE name = $1 RETURNING name), {} \
+                 SELECT count(*) FROM d",
+                audit_clause("d", 2)
+            )))
             .await
             .ctx("prepare delete secret")?;
-        let n = client.execute(&stmt, &[&name]).await.ctx("delete secret")?;
-        Ok(n > 0)
+        deleted(&client, &stmt, &[&name], audit, "delete secret").await
     }
 }
 
@@ -160,19 +181,24 @@ impl KvStore for PostgresStore {
         Ok(KvSet::Stored)
     }
 
-    async fn kv_delete(&self, job_id: &str, key: &str) -> StoreResult<bool> {
+    async fn kv_delete_audited(
+        &self,
+        job_id: &str,
+        key: &str,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<bool> {
         let _permit = self.inner.enter()?;
         let inner = &self.inner;
         let client = inner.client().await?;
         let stmt = client
-            .prepare_cached(&inner.sql("DELETE FROM {s}.job_kv WHERE job_id = $1 AND key = $2"))
+            .prepare_cached(&inner.sql(&format!(
+                "WITH d AS (DELETE FROM {{s}}.job_kv WHERE job_id = $1 AND key = $2 \
+                 RETURNING key), {} SELECT count(*) FROM d",
+                audit_clause("d", 3)
+            )))
             .await
             .ctx("prepare kv delete")?;
-        let n = client
-            .execute(&stmt, &[&job_id, &key])
-            .await
-            .ctx("kv delete")?;
-        Ok(n > 0)
+        deleted(&client, &stmt, &[&job_id, &key], audit, "kv delete").await
     }
 
     async fn kv_list(&self, job_id: &str) -> StoreResult<Vec<(String, String)>> {
@@ -191,4 +217,25 @@ impl KvStore for PostgresStore {
             .collect::<Result<_, tokio_postgres::Error>>()
             .ctx("read kv")
     }
+}
+
+/// Runs a `DELETE … RETURNING` statement whose last parameters are an audit entry and
+/// which answers the count of deleted rows; whether anything was deleted.
+async fn deleted(
+    client: &deadpool_postgres::Client,
+    stmt: &tokio_postgres::Statement,
+    params: &[&(dyn ToSql + Sync)],
+    audit: Option<&AuditEntry>,
+    what: &'static str,
+) -> StoreResult<bool> {
+    let audit = AuditParams::of(audit);
+    let mut args: Vec<&(dyn ToSql + Sync)> = params.to_vec();
+    args.extend(audit.params());
+    let n: i64 = client
+        .query_one(stmt, &args)
+        .await
+        .ctx(what)?
+        .try_get(0)
+        .ctx(what)?;
+    Ok(n > 0)
 }

@@ -409,7 +409,28 @@ impl<'a> JobColumns<'a> {
     }
 }
 
-/// One create's audit entry as statement parameters `$31..$37` (nulls without one).
+/// A data-modifying `WITH` clause named `a` that stores the audit entry given as the
+/// seven parameters from `$first` on ([`AuditParams::params`]) once for each row of
+/// `source` (a previous clause returning the changed rows), and nothing when the entry
+/// is absent (its id null).
+pub(super) fn audit_clause(source: &str, first: usize) -> String {
+    let p = |i: usize| first + i;
+    format!(
+        "a AS (INSERT INTO {{s}}.audit (id, at_ms, actor, node, action, target, detail) \
+         SELECT ${}::text, ${}::bigint, ${}::text, ${}::text, ${}::text, ${}::text, \
+         ${}::text FROM {source} WHERE ${}::text IS NOT NULL ON CONFLICT (id) DO NOTHING)",
+        p(0),
+        p(1),
+        p(2),
+        p(3),
+        p(4),
+        p(5),
+        p(6),
+        p(0)
+    )
+}
+
+/// One audit entry as statement parameters (nulls without one).
 pub(super) struct AuditParams<'a> {
     id: Option<&'a str>,
     at_ms: Option<i64>,

@@ -9,17 +9,21 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::SqliteStore;
-use super::writer::{Ctx as _, Op, Reply};
-use crate::store::{KvCaps, KvSet, KvStore, SecretMeta, SecretStore, StoreError, StoreResult};
+use super::writer::{Ctx as _, Op, Reply, append_audit, audit_bytes};
+use crate::store::{
+    AuditEntry, KvCaps, KvSet, KvStore, SecretMeta, SecretStore, StoreError, StoreResult,
+};
 
 pub(super) enum ExtraOp {
     PutSecret {
         name: String,
         sealed: Vec<u8>,
         now_ms: i64,
+        audit: Option<AuditEntry>,
     },
     DeleteSecret {
         name: String,
+        audit: Option<AuditEntry>,
     },
     KvSet {
         job_id: String,
@@ -30,15 +34,18 @@ pub(super) enum ExtraOp {
     KvDelete {
         job_id: String,
         key: String,
+        audit: Option<AuditEntry>,
     },
 }
 
 impl ExtraOp {
     pub(super) fn payload_bytes(&self) -> usize {
         match self {
-            ExtraOp::PutSecret { sealed, .. } => sealed.len() + 128,
+            ExtraOp::PutSecret { sealed, audit, .. } => sealed.len() + 128 + audit_bytes(audit),
             ExtraOp::KvSet { value_json, .. } => value_json.len() + 128,
-            ExtraOp::DeleteSecret { .. } | ExtraOp::KvDelete { .. } => 64,
+            ExtraOp::DeleteSecret { audit, .. } | ExtraOp::KvDelete { audit, .. } => {
+                64 + audit_bytes(audit)
+            }
         }
     }
 }
@@ -49,6 +56,7 @@ pub(super) fn apply(conn: &Connection, op: &ExtraOp) -> StoreResult<Reply> {
             name,
             sealed,
             now_ms,
+            audit,
         } => {
             conn.prepare_cached(
                 "INSERT INTO secrets (name, sealed, created_at_ms, updated_at_ms) \
@@ -58,14 +66,18 @@ pub(super) fn apply(conn: &Connection, op: &ExtraOp) -> StoreResult<Reply> {
             .ctx("prepare put secret")?
             .execute(params![name, sealed, now_ms])
             .ctx("put secret")?;
+            append_audit(conn, audit.as_ref())?;
             Ok(Reply::Done)
         }
-        ExtraOp::DeleteSecret { name } => {
+        ExtraOp::DeleteSecret { name, audit } => {
             let n = conn
                 .prepare_cached("DELETE FROM secrets WHERE name = ?1")
                 .ctx("prepare delete secret")?
                 .execute([name])
                 .ctx("delete secret")?;
+            if n > 0 {
+                append_audit(conn, audit.as_ref())?;
+            }
             Ok(Reply::Deleted(n > 0))
         }
         ExtraOp::KvSet {
@@ -74,12 +86,15 @@ pub(super) fn apply(conn: &Connection, op: &ExtraOp) -> StoreResult<Reply> {
             value_json,
             caps,
         } => kv_set(conn, job_id, key, value_json, *caps).map(Reply::KvSet),
-        ExtraOp::KvDelete { job_id, key } => {
+        ExtraOp::KvDelete { job_id, key, audit } => {
             let n = conn
                 .prepare_cached("DELETE FROM job_kv WHERE job_id = ?1 AND key = ?2")
                 .ctx("prepare kv delete")?
                 .execute([job_id, key])
                 .ctx("kv delete")?;
+            if n > 0 {
+                append_audit(conn, audit.as_ref())?;
+            }
             Ok(Reply::Deleted(n > 0))
         }
     }
@@ -139,18 +154,30 @@ pub(super) fn unexpected(what: &str) -> StoreError {
 
 #[async_trait]
 impl SecretStore for SqliteStore {
-    async fn put_secret(&self, name: &str, sealed: &[u8], now_ms: i64) -> StoreResult<()> {
+    async fn put_secret_audited(
+        &self,
+        name: &str,
+        sealed: &[u8],
+        now_ms: i64,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<()> {
         let op = ExtraOp::PutSecret {
             name: name.to_owned(),
             sealed: sealed.to_vec(),
             now_ms,
+            audit: audit.cloned(),
         };
         self.write(Op::Extra(op)).await.map(|_| ())
     }
 
-    async fn delete_secret(&self, name: &str) -> StoreResult<bool> {
+    async fn delete_secret_audited(
+        &self,
+        name: &str,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<bool> {
         let op = ExtraOp::DeleteSecret {
             name: name.to_owned(),
+            audit: audit.cloned(),
         };
         match self.write(Op::Extra(op)).await? {
             Reply::Deleted(d) => Ok(d),
@@ -235,10 +262,16 @@ impl KvStore for SqliteStore {
         }
     }
 
-    async fn kv_delete(&self, job_id: &str, key: &str) -> StoreResult<bool> {
+    async fn kv_delete_audited(
+        &self,
+        job_id: &str,
+        key: &str,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<bool> {
         let op = ExtraOp::KvDelete {
             job_id: job_id.to_owned(),
             key: key.to_owned(),
+            audit: audit.cloned(),
         };
         match self.write(Op::Extra(op)).await? {
             Reply::Deleted(d) => Ok(d),

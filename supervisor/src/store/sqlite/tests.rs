@@ -770,7 +770,7 @@ async fn secrets_are_encrypted_at_rest() {
     let key = SecretKey::from_base64(&SecretKey::generate_base64()).expect("key");
     let vault = Vault::new(store.clone(), KeySource::fixed(key));
     let plain = "correct-horse-battery-staple";
-    vault.put("DB_PASS", plain, 1).await.expect("put");
+    vault.put("DB_PASS", plain, 1, None).await.expect("put");
     let run = vault
         .for_run("j", &["DB_PASS".to_owned()])
         .await

@@ -101,7 +101,7 @@ impl Op {
     }
 }
 
-fn audit_bytes(audit: &Option<AuditEntry>) -> usize {
+pub(super) fn audit_bytes(audit: &Option<AuditEntry>) -> usize {
     audit.as_ref().map_or(0, super::audit::entry_bytes)
 }
 
@@ -340,7 +340,7 @@ fn apply(conn: &Connection, op: &Op) -> StoreResult<Reply> {
 /// Stores a change's audit entry, in the change's transaction. An error here is not one
 /// of the expected ones, so the group is replayed with savepoints and the change is
 /// undone with its entry (see [`commit_group`]).
-fn append_audit(conn: &Connection, audit: Option<&AuditEntry>) -> StoreResult<()> {
+pub(super) fn append_audit(conn: &Connection, audit: Option<&AuditEntry>) -> StoreResult<()> {
     match audit {
         Some(e) => super::audit::append(conn, e),
         None => Ok(()),
