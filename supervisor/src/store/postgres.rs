@@ -664,8 +664,8 @@ impl Store for PostgresStore {
         // together or not at all. A version saved before fails the statement on the
         // primary key.
         let stmt = client
-            .prepare_cached(&inner.sql(
-                "WITH u AS (UPDATE {s}.jobs SET name = $2, description = $3, exec_type = $4, \
+            .prepare_cached(&inner.sql(&format!(
+                "WITH u AS (UPDATE {{s}}.jobs SET name = $2, description = $3, exec_type = $4, \
                    cron = $5, exec_at_ms = $6, timezone = $7, enabled = $8, \
                    time_limit_ms = $9, memory_limit_mb = $10, overlap = $11, misfire = $12, \
                    misfire_window_s = $13, version = $14, updated_at_ms = $15, \
@@ -674,21 +674,20 @@ impl Store for PostgresStore {
                    paused_until_ms = $22, script_version = $23, script_note = $24, \
                    secrets = $25 \
                    WHERE id = $1 AND version = $26 RETURNING id), \
-                 s AS (INSERT INTO {s}.scripts (job_id, source) \
+                 s AS (INSERT INTO {{s}}.scripts (job_id, source) \
                    SELECT id, $27::text FROM u WHERE $27::text IS NOT NULL \
                    ON CONFLICT (job_id) DO UPDATE SET source = excluded.source), \
-                 v AS (INSERT INTO {s}.script_versions \
+                 v AS (INSERT INTO {{s}}.script_versions \
                    (job_id, version, source, note, created_at_ms) \
                    SELECT id, $23, $27::text, $24, $15 FROM u WHERE $27::text IS NOT NULL), \
-                 a AS (INSERT INTO {s}.audit (id, at_ms, actor, node, action, target, detail) \
-                   SELECT $28::text, $29::bigint, $30::text, $31::text, $32::text, $33::text, \
-                     $34::text FROM u WHERE $28::text IS NOT NULL ON CONFLICT (id) DO NOTHING) \
+                 {} \
                  SELECT count(*) FROM u",
-            ))
+                audit::audit_clause("u", 28)
+            )))
             .await
             .ctx("prepare update job")?;
         let mut args: Vec<&(dyn ToSql + Sync)> = params.for_update().to_vec();
-        let audit = writer::AuditParams::of(audit);
+        let audit = audit::AuditParams::of(audit);
         args.push(&expected);
         args.push(&script);
         args.extend(audit.params());
@@ -731,25 +730,14 @@ impl Store for PostgresStore {
         // The script, its versions and the history go by ON DELETE CASCADE; the audit
         // entry is stored only if a job went.
         let stmt = client
-            .prepare_cached(&inner.sql(
-                "WITH d AS (DELETE FROM {s}.jobs WHERE id = $1 RETURNING id), \
-                 a AS (INSERT INTO {s}.audit (id, at_ms, actor, node, action, target, detail) \
-                   SELECT $2::text, $3::bigint, $4::text, $5::text, $6::text, $7::text, \
-                     $8::text FROM d WHERE $2::text IS NOT NULL ON CONFLICT (id) DO NOTHING) \
+            .prepare_cached(&inner.sql(&format!(
+                "WITH d AS (DELETE FROM {{s}}.jobs WHERE id = $1 RETURNING id), {} \
                  SELECT count(*) FROM d",
-            ))
+                audit::audit_clause("d", 2)
+            )))
             .await
             .ctx("prepare delete job")?;
-        let audit = writer::AuditParams::of(audit);
-        let mut args: Vec<&(dyn ToSql + Sync)> = vec![&id];
-        args.extend(audit.params());
-        let n: i64 = client
-            .query_one(&stmt, &args)
-            .await
-            .ctx("delete job")?
-            .try_get(0)
-            .ctx("delete job")?;
-        Ok(n > 0)
+        audit::deleted(&client, &stmt, &[&id], audit, "delete job").await
     }
 
     async fn get_job(&self, id: &str) -> StoreResult<Option<Job>> {

@@ -1,7 +1,9 @@
 //! The audit log in the PostgreSQL store: one insert per entry, lists by keyset, prunes
-//! in chunks.
+//! in chunks; and the clause with which a change's own statement stores its entry
+//! ([`audit_clause`]).
 
 use async_trait::async_trait;
+use tokio_postgres::types::ToSql;
 
 use super::{Ctx as _, PRUNE_CHUNK, Param, PostgresStore, limit_i64, param_refs};
 use crate::store::{AuditEntry, AuditListQuery, AuditStore, StoreResult};
@@ -124,4 +126,84 @@ impl AuditStore for PostgresStore {
             }
         }
     }
+}
+
+/// A data-modifying `WITH` clause named `a` that stores the audit entry given as the
+/// seven parameters from `$first` on ([`AuditParams::params`]) once for each row of
+/// `source` (a previous clause returning the changed rows), and nothing when the entry
+/// is absent (its id null).
+pub(super) fn audit_clause(source: &str, first: usize) -> String {
+    let p = |i: usize| first + i;
+    format!(
+        "a AS (INSERT INTO {{s}}.audit (id, at_ms, actor, node, action, target, detail) \
+         SELECT ${}::text, ${}::bigint, ${}::text, ${}::text, ${}::text, ${}::text, \
+         ${}::text FROM {source} WHERE ${}::text IS NOT NULL ON CONFLICT (id) DO NOTHING)",
+        p(0),
+        p(1),
+        p(2),
+        p(3),
+        p(4),
+        p(5),
+        p(6),
+        p(0)
+    )
+}
+
+/// One audit entry as statement parameters (nulls without one), for [`audit_clause`].
+pub(super) struct AuditParams<'a> {
+    pub(super) id: Option<&'a str>,
+    pub(super) at_ms: Option<i64>,
+    pub(super) actor: Option<&'a str>,
+    pub(super) node: Option<&'a str>,
+    pub(super) action: Option<&'a str>,
+    pub(super) target: Option<&'a str>,
+    pub(super) detail: Option<&'a str>,
+}
+
+impl<'a> AuditParams<'a> {
+    pub(super) fn of(e: Option<&'a AuditEntry>) -> Self {
+        AuditParams {
+            id: e.map(|e| e.id.as_str()),
+            at_ms: e.map(|e| e.at_ms),
+            actor: e.map(|e| e.actor.as_str()),
+            node: e.map(|e| e.node.as_str()),
+            action: e.map(|e| e.action.as_str()),
+            target: e.map(|e| e.target.as_str()),
+            detail: e.map(|e| e.detail_json.as_str()),
+        }
+    }
+
+    pub(super) fn params(&self) -> [&(dyn ToSql + Sync); 7] {
+        [
+            &self.id,
+            &self.at_ms,
+            &self.actor,
+            &self.node,
+            &self.action,
+            &self.target,
+            &self.detail,
+        ]
+    }
+}
+
+/// Runs a `DELETE … RETURNING` statement that ends with [`audit_clause`] (its audit
+/// parameters after `params`) and answers the count of deleted rows; whether anything
+/// was deleted.
+pub(super) async fn deleted(
+    client: &deadpool_postgres::Client,
+    stmt: &tokio_postgres::Statement,
+    params: &[&(dyn ToSql + Sync)],
+    audit: Option<&AuditEntry>,
+    what: &'static str,
+) -> StoreResult<bool> {
+    let audit = AuditParams::of(audit);
+    let mut args: Vec<&(dyn ToSql + Sync)> = params.to_vec();
+    args.extend(audit.params());
+    let n: i64 = client
+        .query_one(stmt, &args)
+        .await
+        .ctx(what)?
+        .try_get(0)
+        .ctx(what)?;
+    Ok(n > 0)
 }

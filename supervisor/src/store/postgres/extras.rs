@@ -6,7 +6,7 @@ use async_trait::async_trait;
 
 use tokio_postgres::types::ToSql;
 
-use super::writer::{AuditParams, audit_clause};
+use super::audit::{AuditParams, audit_clause, deleted};
 use super::{Ctx as _, PostgresStore};
 use crate::store::{
     AuditEntry, KvCaps, KvSet, KvStore, SecretMeta, SecretStore, StoreError, StoreResult,
@@ -217,25 +217,4 @@ impl KvStore for PostgresStore {
             .collect::<Result<_, tokio_postgres::Error>>()
             .ctx("read kv")
     }
-}
-
-/// Runs a `DELETE … RETURNING` statement whose last parameters are an audit entry and
-/// which answers the count of deleted rows; whether anything was deleted.
-async fn deleted(
-    client: &deadpool_postgres::Client,
-    stmt: &tokio_postgres::Statement,
-    params: &[&(dyn ToSql + Sync)],
-    audit: Option<&AuditEntry>,
-    what: &'static str,
-) -> StoreResult<bool> {
-    let audit = AuditParams::of(audit);
-    let mut args: Vec<&(dyn ToSql + Sync)> = params.to_vec();
-    args.extend(audit.params());
-    let n: i64 = client
-        .query_one(stmt, &args)
-        .await
-        .ctx(what)?
-        .try_get(0)
-        .ctx(what)?;
-    Ok(n > 0)
 }

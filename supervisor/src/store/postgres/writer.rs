@@ -23,6 +23,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_postgres::types::ToSql;
 
+use super::audit::{AuditParams, audit_clause};
 use super::rows::{JOB_COLUMNS, JobParams};
 use super::{Ctx, Inner, closed};
 use crate::job::Job;
@@ -221,10 +222,9 @@ impl Inner {
                  v AS (INSERT INTO {{s}}.script_versions \
                    (job_id, version, source, note, created_at_ms) \
                    SELECT id, $27, $30, $28, $15 FROM j), \
-                 a AS (INSERT INTO {{s}}.audit (id, at_ms, actor, node, action, target, detail) \
-                   SELECT $31::text, $32::bigint, $33::text, $34::text, $35::text, $36::text, \
-                     $37::text FROM j WHERE $31::text IS NOT NULL ON CONFLICT (id) DO NOTHING) \
-                 INSERT INTO {{s}}.scripts (job_id, source) SELECT id, $30 FROM j"
+                 {} \
+                 INSERT INTO {{s}}.scripts (job_id, source) SELECT id, $30 FROM j",
+                audit_clause("j", 31)
             )))
             .await
             .ctx("prepare insert job")?;
@@ -406,64 +406,6 @@ impl<'a> JobColumns<'a> {
         ];
         all.extend(self.audit.params());
         all
-    }
-}
-
-/// A data-modifying `WITH` clause named `a` that stores the audit entry given as the
-/// seven parameters from `$first` on ([`AuditParams::params`]) once for each row of
-/// `source` (a previous clause returning the changed rows), and nothing when the entry
-/// is absent (its id null).
-pub(super) fn audit_clause(source: &str, first: usize) -> String {
-    let p = |i: usize| first + i;
-    format!(
-        "a AS (INSERT INTO {{s}}.audit (id, at_ms, actor, node, action, target, detail) \
-         SELECT ${}::text, ${}::bigint, ${}::text, ${}::text, ${}::text, ${}::text, \
-         ${}::text FROM {source} WHERE ${}::text IS NOT NULL ON CONFLICT (id) DO NOTHING)",
-        p(0),
-        p(1),
-        p(2),
-        p(3),
-        p(4),
-        p(5),
-        p(6),
-        p(0)
-    )
-}
-
-/// One audit entry as statement parameters (nulls without one).
-pub(super) struct AuditParams<'a> {
-    id: Option<&'a str>,
-    at_ms: Option<i64>,
-    actor: Option<&'a str>,
-    node: Option<&'a str>,
-    action: Option<&'a str>,
-    target: Option<&'a str>,
-    detail: Option<&'a str>,
-}
-
-impl<'a> AuditParams<'a> {
-    pub(super) fn of(e: Option<&'a AuditEntry>) -> Self {
-        AuditParams {
-            id: e.map(|e| e.id.as_str()),
-            at_ms: e.map(|e| e.at_ms),
-            actor: e.map(|e| e.actor.as_str()),
-            node: e.map(|e| e.node.as_str()),
-            action: e.map(|e| e.action.as_str()),
-            target: e.map(|e| e.target.as_str()),
-            detail: e.map(|e| e.detail_json.as_str()),
-        }
-    }
-
-    pub(super) fn params(&self) -> [&(dyn ToSql + Sync); 7] {
-        [
-            &self.id,
-            &self.at_ms,
-            &self.actor,
-            &self.node,
-            &self.action,
-            &self.target,
-            &self.detail,
-        ]
     }
 }
 
