@@ -390,16 +390,15 @@ impl Store for SqliteStore {
         let after = after.map(str::to_owned);
         let limit = limit_i64(Some(limit));
         self.read(move |conn| {
-            // Walks the id index from where the last page ended (no OFFSET): one
-            // lookup per row into the table. `+enabled` keeps the planner off the
-            // `enabled` index, which would sort every enabled row for each page.
+            // Walks the partial index of enabled jobs' ids from where the last page
+            // ended (no OFFSET): one lookup per row into the table.
             let mut stmt = match &after {
                 Some(_) => conn.prepare_cached(&format!(
-                    "SELECT {JOB_COLUMNS} FROM jobs WHERE id > ?1 AND +enabled = 1 \
+                    "SELECT {JOB_COLUMNS} FROM jobs WHERE id > ?1 AND enabled = 1 \
                      ORDER BY id LIMIT ?2"
                 )),
                 None => conn.prepare_cached(&format!(
-                    "SELECT {JOB_COLUMNS} FROM jobs WHERE id >= '' AND ?1 IS NULL AND +enabled = 1 \
+                    "SELECT {JOB_COLUMNS} FROM jobs WHERE id >= '' AND ?1 IS NULL AND enabled = 1 \
                      ORDER BY id LIMIT ?2"
                 )),
             }
@@ -419,11 +418,11 @@ impl Store for SqliteStore {
         self.read(move |conn| {
             let mut stmt = match &after {
                 Some(_) => conn.prepare_cached(
-                    "SELECT id, version FROM jobs WHERE id > ?1 AND +enabled = 1 \
+                    "SELECT id, version FROM jobs WHERE id > ?1 AND enabled = 1 \
                      ORDER BY id LIMIT ?2",
                 ),
                 None => conn.prepare_cached(
-                    "SELECT id, version FROM jobs WHERE id >= '' AND ?1 IS NULL AND +enabled = 1 \
+                    "SELECT id, version FROM jobs WHERE id >= '' AND ?1 IS NULL AND enabled = 1 \
                      ORDER BY id LIMIT ?2",
                 ),
             }
@@ -446,22 +445,17 @@ impl Store for SqliteStore {
 
     async fn count_jobs(&self) -> StoreResult<(u64, u64)> {
         self.read(move |conn| {
-            let mut stmt = conn
-                .prepare_cached("SELECT enabled, COUNT(*) FROM jobs GROUP BY enabled")
-                .context("prepare count jobs")?;
-            let mut rows = stmt.query([]).context("count jobs")?;
-            let (mut off, mut on) = (0u64, 0u64);
-            while let Some(row) = rows.next().context("count jobs")? {
-                let enabled: i64 = row.get(0)?;
-                let n: i64 = row.get(1)?;
-                let n = u64::try_from(n).unwrap_or(0);
-                if enabled != 0 {
-                    on += n;
-                } else {
-                    off += n;
-                }
-            }
-            Ok((off, on))
+            // Each count walks an index: the total the smallest one of `jobs`, the
+            // enabled the partial index of enabled jobs (migration 0007).
+            let (total, on): (u64, u64) = conn
+                .prepare_cached(
+                    "SELECT (SELECT COUNT(*) FROM jobs), \
+                     (SELECT COUNT(*) FROM jobs WHERE enabled = 1)",
+                )
+                .context("prepare count jobs")?
+                .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .context("count jobs")?;
+            Ok((total.saturating_sub(on), on))
         })
         .await
     }

@@ -25,11 +25,11 @@ pub(super) fn entry_bytes(e: &AuditEntry) -> usize {
     e.detail_json.len() + e.target.len() + 128
 }
 
-/// Inserts one entry (an entry already there, by id, is left as it is).
+/// Inserts one entry (an entry already there, by time and id, is left as it is).
 pub(super) fn append(conn: &Connection, e: &AuditEntry) -> StoreResult<()> {
     conn.prepare_cached(
         "INSERT INTO audit (id, at_ms, actor, node, action, target, detail) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (id) DO NOTHING",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (at_ms, id) DO NOTHING",
     )
     .ctx("prepare append audit")?
     .execute(params![
@@ -76,7 +76,7 @@ pub(super) fn apply(conn: &Connection, op: &AuditOp) -> StoreResult<Reply> {
             let (cut_ms, cut_id) = cut.unzip();
             let n = conn
                 .prepare_cached(
-                    "DELETE FROM audit WHERE id IN (SELECT id FROM audit \
+                    "DELETE FROM audit WHERE (at_ms, id) IN (SELECT at_ms, id FROM audit \
                      WHERE at_ms < ?1 OR (at_ms, id) <= (?2, ?3) LIMIT ?4)",
                 )
                 .ctx("prepare prune audit")?

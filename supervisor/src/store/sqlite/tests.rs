@@ -794,3 +794,98 @@ async fn secrets_are_encrypted_at_rest() {
         "a wrong key fails"
     );
 }
+
+#[tokio::test]
+async fn audit_entries_and_job_counts_survive_the_step_that_reclusters_the_audit_log() {
+    let dir = temp_dir();
+    let path = dir.path().join("traitor.db");
+    let before = schema::MIGRATIONS
+        .iter()
+        .position(|m| m.starts_with("-- Version 7:"))
+        .expect("the step that reclusters the audit log") as u32;
+    {
+        let mut conn = Connection::open(&path).expect("open raw");
+        schema::migrate(&mut conn, before).expect("migrate to the version before");
+        let job = |id: &str, enabled: i64| {
+            format!(
+                "INSERT INTO jobs (id, name, description, exec_type, cron, exec_at_ms, \
+                 timezone, enabled, time_limit_ms, memory_limit_mb, overlap, misfire, \
+                 misfire_window_s, version, created_at_ms, updated_at_ms) VALUES ('{id}', \
+                 'n', '', 0, '* * * * *', NULL, 'UTC', {enabled}, 1000, 64, 'skip', \
+                 'run_once', 60, 1, 10, 30)"
+            )
+        };
+        conn.execute_batch(&format!(
+            "{}; {}; {}; \
+             INSERT INTO audit (id, at_ms, actor, node, action, target, detail) VALUES \
+             ('e1', 100, 'ops', 'n1', 'job.create', 'on', '{{}}'), \
+             ('e3', 300, 'ops', 'n1', 'job.enable', 'on', '{{}}'), \
+             ('e2', 200, 'ci', 'n1', 'job.create', 'off', '{{}}');",
+            job("on", 1),
+            job("off", 0),
+            job("on2", 1)
+        ))
+        .expect("rows of the version before");
+    }
+    let store = Arc::new(SqliteStore::open(&path).expect("open migrated"));
+    assert_eq!(store.count_jobs().await.expect("count"), (1, 2));
+    let enabled: Vec<String> = store
+        .enabled_jobs_page(None, 10)
+        .await
+        .expect("enabled page")
+        .into_iter()
+        .map(|j| j.id)
+        .collect();
+    assert_eq!(enabled, ["on", "on2"]);
+
+    let list = |target: Option<&str>, before: Option<(i64, &str)>| {
+        let q = crate::store::AuditListQuery {
+            target: target.map(str::to_owned),
+            before: before.map(|(ms, id)| (ms, id.to_owned())),
+            limit: 10,
+            ..Default::default()
+        };
+        let store = store.clone();
+        async move {
+            use crate::store::AuditStore;
+            let entries = store.list_audit(&q).await.expect("list audit");
+            entries.into_iter().map(|e| e.id).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(list(None, None).await, ["e3", "e2", "e1"]);
+    assert_eq!(list(Some("on"), None).await, ["e3", "e1"]);
+    assert_eq!(list(None, Some((300, "e3"))).await, ["e2", "e1"]);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn counts_enabled_pages_and_audit_lists_walk_an_index_in_order() {
+    let dir = temp_dir();
+    let path = dir.path().join("traitor.db");
+    SqliteStore::open(&path).expect("open").close().await;
+    let conn = Connection::open(&path).expect("open raw");
+    let plan = |sql: &str| -> String {
+        let mut stmt = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .expect("explain");
+        let rows = stmt
+            .query_map([], |r| r.get::<_, String>(3))
+            .expect("plan rows");
+        rows.map(|r| r.expect("plan row"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let enabled_count = plan("SELECT COUNT(*) FROM jobs WHERE enabled = 1");
+    assert!(enabled_count.contains("jobs_enabled"), "{enabled_count}");
+    let enabled_page =
+        plan("SELECT id, version FROM jobs WHERE id > 'x' AND enabled = 1 ORDER BY id LIMIT 5");
+    assert!(enabled_page.contains("jobs_enabled"), "{enabled_page}");
+    for sql in [
+        "SELECT id FROM audit ORDER BY at_ms DESC, id DESC LIMIT 5",
+        "SELECT id FROM audit WHERE (at_ms, id) < (5, 'x') ORDER BY at_ms DESC, id DESC LIMIT 5",
+        "SELECT id FROM audit WHERE target = 'j' ORDER BY at_ms DESC, id DESC LIMIT 5",
+    ] {
+        let p = plan(sql);
+        assert!(!p.contains("TEMP B-TREE"), "{sql} sorts: {p}");
+    }
+}
