@@ -41,6 +41,19 @@ async fn fresh() -> Fixture {
     }
 }
 
+/// An `INSERT` of a job row with the columns every schema from version 2 on has, for
+/// filling a database at an older version before a migration step.
+fn raw_job_insert(id: &str, enabled: bool, script_version: i64) -> String {
+    format!(
+        "INSERT INTO jobs (id, name, description, exec_type, cron, exec_at_ms, timezone, \
+         enabled, time_limit_ms, memory_limit_mb, overlap, misfire, misfire_window_s, \
+         version, created_at_ms, updated_at_ms, script_version, script_note) VALUES \
+         ('{id}', 'n', '', 0, '* * * * *', NULL, 'UTC', {}, 1000, 64, 'skip', 'run_once', \
+         60, 1, 10, 30, {script_version}, 'note {id}')",
+        i64::from(enabled)
+    )
+}
+
 mod conformance {
     crate::store_conformance_tests!(super::fresh());
 }
@@ -156,15 +169,7 @@ async fn the_current_script_moves_into_its_version_and_every_version_stays() {
         conn.pragma_update(None, "foreign_keys", "ON")
             .expect("foreign keys");
         schema::migrate(&mut conn, before).expect("migrate to the version before");
-        let job = |id: &str, script_version: i64| {
-            format!(
-                "INSERT INTO jobs (id, name, description, exec_type, cron, exec_at_ms, \
-                 timezone, enabled, time_limit_ms, memory_limit_mb, overlap, misfire, \
-                 misfire_window_s, version, created_at_ms, updated_at_ms, script_version, \
-                 script_note) VALUES ('{id}', 'n', '', 0, '* * * * *', NULL, 'UTC', 0, 1000, \
-                 64, 'skip', 'run_once', 60, 1, 10, 30, {script_version}, 'note {id}')"
-            )
-        };
+        let job = |id: &str, script_version: i64| raw_job_insert(id, false, script_version);
         conn.execute_batch(&format!(
             "{}; {}; \
              INSERT INTO scripts (job_id, source) VALUES ('a', 'two()'), ('b', 'b1()'); \
@@ -806,24 +811,16 @@ async fn audit_entries_and_job_counts_survive_the_step_that_reclusters_the_audit
     {
         let mut conn = Connection::open(&path).expect("open raw");
         schema::migrate(&mut conn, before).expect("migrate to the version before");
-        let job = |id: &str, enabled: i64| {
-            format!(
-                "INSERT INTO jobs (id, name, description, exec_type, cron, exec_at_ms, \
-                 timezone, enabled, time_limit_ms, memory_limit_mb, overlap, misfire, \
-                 misfire_window_s, version, created_at_ms, updated_at_ms) VALUES ('{id}', \
-                 'n', '', 0, '* * * * *', NULL, 'UTC', {enabled}, 1000, 64, 'skip', \
-                 'run_once', 60, 1, 10, 30)"
-            )
-        };
+        let job = |id: &str, enabled: bool| raw_job_insert(id, enabled, 1);
         conn.execute_batch(&format!(
             "{}; {}; {}; \
              INSERT INTO audit (id, at_ms, actor, node, action, target, detail) VALUES \
              ('e1', 100, 'ops', 'n1', 'job.create', 'on', '{{}}'), \
              ('e3', 300, 'ops', 'n1', 'job.enable', 'on', '{{}}'), \
              ('e2', 200, 'ci', 'n1', 'job.create', 'off', '{{}}');",
-            job("on", 1),
-            job("off", 0),
-            job("on2", 1)
+            job("on", true),
+            job("off", false),
+            job("on2", true)
         ))
         .expect("rows of the version before");
     }
