@@ -155,15 +155,22 @@ async fn migrates_a_v1_database_and_reopens_idempotently() {
     }
 }
 
+/// The schema version just before the migration whose header starts with `header`,
+/// whatever its place in the list.
+fn version_before_step(header: &str) -> u32 {
+    let index = schema::MIGRATIONS
+        .iter()
+        .position(|m| m.starts_with(header))
+        .unwrap_or_else(|| panic!("no migration starts with {header:?}"));
+    u32::try_from(index).expect("a few migrations")
+}
+
 #[tokio::test]
 async fn the_current_script_moves_into_its_version_and_every_version_stays() {
     let dir = temp_dir();
     let path = dir.path().join("traitor.db");
-    // The step that dropped `scripts` ("Version 6"), whatever its place in the list.
-    let before = schema::MIGRATIONS
-        .iter()
-        .position(|m| m.starts_with("-- Version 6:"))
-        .expect("the step that drops scripts") as u32;
+    // The step that dropped `scripts`.
+    let before = version_before_step("-- Version 6:");
     {
         let mut conn = Connection::open(&path).expect("open raw");
         conn.pragma_update(None, "foreign_keys", "ON")
@@ -804,10 +811,7 @@ async fn secrets_are_encrypted_at_rest() {
 async fn audit_entries_and_job_counts_survive_the_step_that_reclusters_the_audit_log() {
     let dir = temp_dir();
     let path = dir.path().join("traitor.db");
-    let before = schema::MIGRATIONS
-        .iter()
-        .position(|m| m.starts_with("-- Version 7:"))
-        .expect("the step that reclusters the audit log") as u32;
+    let before = version_before_step("-- Version 7:");
     {
         let mut conn = Connection::open(&path).expect("open raw");
         schema::migrate(&mut conn, before).expect("migrate to the version before");
