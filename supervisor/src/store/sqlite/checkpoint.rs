@@ -76,12 +76,16 @@ fn run(conn: Connection, dirty: &AtomicBool, stopped: &mpsc::Receiver<()>) {
         if !dirty.swap(false, Ordering::AcqRel) {
             continue;
         }
-        // The row is (busy, frames in the WAL, frames checkpointed).
-        match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1)) {
-            Ok(frames) if frames >= LONG_WAL => wait = BUSY_INTERVAL,
-            Ok(_) => {}
+        // The row is (busy, frames in the WAL, frames checkpointed). SQLite answers
+        // "another checkpoint holds the lock" with busy = 1 in the row, not an error.
+        match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+            Ok((r.get::<_, i64>(0)? != 0, r.get::<_, i64>(1)?))
+        }) {
+            Ok((false, frames)) if frames >= LONG_WAL => wait = BUSY_INTERVAL,
+            Ok((false, _)) => {}
+            // Busy now and then is expected; the next round retries.
+            Ok((true, _)) => dirty.store(true, Ordering::Release),
             Err(e) => {
-                // Busy now and then is expected; the next round retries.
                 tracing::debug!(error = %e, "passive WAL checkpoint");
                 dirty.store(true, Ordering::Release);
             }
