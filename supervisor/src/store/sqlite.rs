@@ -8,7 +8,9 @@
 //!
 //! # Durability
 //!
-//! A write is answered `Ok` only after the transaction holding it has committed. The
+//! A write is answered `Ok` only once it is durable: the transaction holding it has
+//! committed or, for job creates, its record is in the redo log ([`redo`]), the
+//! transaction committing within milliseconds (and before any read that follows). The
 //! database runs in WAL mode. With the default options (`synchronous=NORMAL`) a commit
 //! has handed its WAL frames to the kernel with `write(2)` before it returns but has
 //! not fsynced them, so:
@@ -29,10 +31,13 @@ mod audit;
 mod checkpoint;
 mod extras;
 mod modules;
+mod redo;
 mod rows;
 mod schema;
 mod writer;
 
+#[cfg(test)]
+mod redo_tests;
 #[cfg(test)]
 mod tests;
 
@@ -46,7 +51,7 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 use rusqlite::types::Value;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params, params_from_iter};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{Semaphore, oneshot};
 
 use self::rows::{
     JOB_COLUMNS, RUN_COLUMNS, VERSION_COLUMNS, read_job, read_run, read_script_version,
@@ -71,6 +76,8 @@ pub struct SqliteStore {
     path: PathBuf,
     writer: Mutex<Option<WriterHandle>>,
     readers: Arc<ReadPool>,
+    /// Set while answered creates wait for their commit (see [`redo`]).
+    unseen: Arc<AtomicBool>,
 }
 
 struct WriterHandle {
@@ -105,12 +112,15 @@ impl SqliteStore {
     }
 
     pub fn open_with(path: &Path, options: SqliteOptions) -> anyhow::Result<SqliteStore> {
-        let conn = open_writer(path, options, schema::latest_version())?;
+        let mut conn = open_writer(path, options, schema::latest_version())?;
+        let redo = redo::Redo::open(&mut conn, path)?;
+        let unseen = redo.unseen.clone();
         let checkpointer = checkpoint::Checkpointer::start(path)?;
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let defer = !options.fsync;
         let thread = std::thread::Builder::new()
             .name("traitor-sqlite-writer".into())
-            .spawn(move || writer::run(conn, rx, checkpointer))
+            .spawn(move || writer::run(conn, rx, checkpointer, redo, defer))
             .context("start the SQLite writer thread")?;
         Ok(SqliteStore {
             path: path.to_owned(),
@@ -121,6 +131,7 @@ impl SqliteStore {
                 permits: Arc::new(Semaphore::new(READERS)),
                 closed: AtomicBool::new(false),
             }),
+            unseen,
         })
     }
 
@@ -154,6 +165,11 @@ impl SqliteStore {
         let pool = self.readers.clone();
         if pool.closed.load(Ordering::Acquire) {
             return Err(StoreError::Unavailable(anyhow!("the store is closed")));
+        }
+        // A create answered before this read began may not be committed yet: have it
+        // committed first, so that a read sees every write answered before it.
+        if self.unseen.load(Ordering::Acquire) {
+            self.write(Op::Flush).await?;
         }
         let permit = pool
             .permits

@@ -4,7 +4,7 @@
 use anyhow::{Context as _, anyhow};
 use async_trait::async_trait;
 use rusqlite::types::Value;
-use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
+use rusqlite::{Connection, OptionalExtension, ToSql, params, params_from_iter};
 
 use super::writer::{Ctx as _, Op, PRUNE_CHUNK, Reply};
 use super::{SqliteStore, limit_i64};
@@ -26,22 +26,31 @@ pub(super) fn entry_bytes(e: &AuditEntry) -> usize {
 }
 
 /// Inserts one entry (an entry already there, by time and id, is left as it is).
+pub(super) const APPEND: &str = "INSERT INTO audit (id, at_ms, actor, node, action, target, detail) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (at_ms, id) DO NOTHING";
+
+/// The parameters of [`APPEND`] for an entry.
+pub(super) fn append_args(e: &AuditEntry) -> [&dyn ToSql; 7] {
+    [
+        &e.id,
+        &e.at_ms,
+        &e.actor,
+        &e.node,
+        &e.action,
+        &e.target,
+        &e.detail_json,
+    ]
+}
+
 pub(super) fn append(conn: &Connection, e: &AuditEntry) -> StoreResult<()> {
-    conn.prepare_cached(
-        "INSERT INTO audit (id, at_ms, actor, node, action, target, detail) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (at_ms, id) DO NOTHING",
-    )
-    .ctx("prepare append audit")?
-    .execute(params![
-        e.id,
-        e.at_ms,
-        e.actor,
-        e.node,
-        e.action,
-        e.target,
-        e.detail_json
-    ])
-    .ctx("append audit")?;
+    append_params(conn, &append_args(e))
+}
+
+pub(super) fn append_params(conn: &Connection, p: &[&dyn ToSql; 7]) -> StoreResult<()> {
+    conn.prepare_cached(APPEND)
+        .ctx("prepare append audit")?
+        .execute(&p[..])
+        .ctx("append audit")?;
     Ok(())
 }
 

@@ -20,6 +20,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0005_audit.sql"),
     include_str!("migrations/0006_one_script_tree.sql"),
     include_str!("migrations/0007_fewer_create_trees.sql"),
+    include_str!("migrations/0008_redo_log.sql"),
 ];
 
 /// The schema version this build writes.

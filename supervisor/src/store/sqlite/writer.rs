@@ -2,24 +2,34 @@
 //! requests in groups.
 //!
 //! Every write of the store becomes a [`Request`] on a channel. The thread takes all
-//! that is queued (up to [`MAX_BATCH`] requests or [`MAX_BATCH_BYTES`] of payload), runs
-//! them in ONE transaction such that a failing request (a duplicate id, say) changes
-//! nothing and does not fail its neighbours (see [`commit_group`]), commits, and only
-//! then answers every request of the group. An answer is therefore never sent
-//! before the commit that makes it durable; that is the store's whole promise.
+//! that is queued (up to [`MAX_BATCH`] requests or [`MAX_BATCH_BYTES`] of payload) and
+//! runs them in one transaction such that a failing request (a duplicate id, say)
+//! changes nothing and does not fail its neighbours (see [`Writer::run_group`]). A group
+//! is answered only once it is durable:
+//!
+//! - a group made only of job creates, once its records are in the redo log
+//!   ([`super::redo`]); the transaction stays open and commits within
+//!   [`super::redo::COMMIT_AFTER`], or as soon as a read or another kind of write
+//!   comes, so that every page it writes to the WAL carries many creates;
+//! - any other group, once the transaction holding it (and any creates before it) has
+//!   committed.
 //!
 //! Work per request is bounded (pruning comes in chunks, see [`PRUNE_CHUNK`]) so that no
 //! request holds the writer for long. This module does not read for callers: reads go
-//! through the read pool.
+//! through the read pool, which first asks for a commit (an [`Op::Flush`]) while
+//! answered creates are not yet committed.
 
 use std::sync::LazyLock;
 use std::sync::atomic::Ordering;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::Instant;
 
 use anyhow::{Context, anyhow};
-use rusqlite::{Connection, OptionalExtension, params};
-use tokio::sync::{mpsc, oneshot};
+use rusqlite::{Connection, OptionalExtension, ToSql, params};
+use tokio::sync::oneshot;
 
 use super::checkpoint::Checkpointer;
+use super::redo::{Batch, Redo, Stmt};
 use super::rows::{JOB_COLUMNS, encode_log, opt_to_i64, to_i64};
 use crate::job::{Job, RunRecord, Trigger, outcome};
 use crate::store::{AuditEntry, StoreError, StoreResult};
@@ -79,6 +89,9 @@ pub(super) enum Op {
     /// The audit log (see [`super::audit`]).
     Audit(super::audit::AuditOp),
     Module(super::modules::ModuleOp),
+    /// Changes nothing: makes the writer commit what it has answered, so that a read
+    /// that comes after sees it.
+    Flush,
 }
 
 impl Op {
@@ -97,6 +110,7 @@ impl Op {
             Op::Extra(op) => op.payload_bytes(),
             Op::Audit(op) => op.payload_bytes(),
             Op::Module(op) => op.payload_bytes(),
+            Op::Flush => 0,
         }
     }
 }
@@ -121,16 +135,41 @@ pub(super) enum Reply {
     Version(u64),
 }
 
-pub(super) type Sender = mpsc::UnboundedSender<Request>;
+pub(super) type Sender = mpsc::Sender<Request>;
 
-/// Runs until every sender is gone and the queue is drained, then checkpoints the WAL.
+/// Runs until every sender is gone and the queue is drained, commits, then
+/// checkpoints the WAL. `defer`: answer groups of creates from the redo log (off with
+/// `synchronous=FULL`, whose promise the log does not keep).
 pub(super) fn run(
-    mut conn: Connection,
-    mut rx: mpsc::UnboundedReceiver<Request>,
+    conn: Connection,
+    rx: mpsc::Receiver<Request>,
     checkpointer: Checkpointer,
+    redo: Redo,
+    defer: bool,
 ) {
+    let mut w = Writer {
+        conn,
+        redo,
+        defer,
+        open: false,
+    };
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = rx.blocking_recv() {
+    loop {
+        let first = match w.redo.due() {
+            None => match rx.recv() {
+                Ok(req) => req,
+                Err(_) => break,
+            },
+            Some(at) => match rx.recv_timeout(at.saturating_duration_since(Instant::now())) {
+                Ok(req) => req,
+                Err(RecvTimeoutError::Timeout) => {
+                    w.settle();
+                    checkpointer.dirty.store(true, Ordering::Release);
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            },
+        };
         let mut bytes = first.op.payload_bytes();
         batch.push(first);
         while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
@@ -142,61 +181,235 @@ pub(super) fn run(
                 Err(_) => break,
             }
         }
-        commit_group(&mut conn, &mut batch);
+        w.commit_group(&mut batch);
+        // Under a steady stream of creates the queue is never empty when the commit
+        // falls due.
+        if w.redo.due().is_some_and(|at| at <= Instant::now()) {
+            w.settle();
+        }
         checkpointer.dirty.store(true, Ordering::Release);
     }
+    w.settle();
+    if w.redo.pending_seq().is_some() {
+        tracing::error!(
+            "answered creates could not be committed; they stay in the redo log and are \
+             applied at the next start"
+        );
+    }
     checkpointer.stop();
-    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
+    if let Err(e) = w
+        .conn
+        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+    {
         tracing::warn!(error = %e, "checkpoint the SQLite WAL at close");
     }
-    if let Err((_, e)) = conn.close() {
+    if let Err((_, e)) = w.conn.close() {
         tracing::warn!(error = %e, "close the SQLite writer connection");
     }
 }
 
-/// Applies a group of requests in one transaction and answers them after the commit.
-///
-/// Fast path: the requests run one after the other with no savepoint (savepoints cost a
-/// copy of every page a request touches). That is safe because every request detects
-/// its expected failures (`Duplicate`, `NotFound`, `VersionConflict`) before it changes
-/// anything. Any other error may leave a request half-applied, so the whole group is
-/// rolled back and replayed on the slow path, with a savepoint per request, where a
-/// failing request is undone alone and its neighbours still commit.
-fn commit_group(conn: &mut Connection, batch: &mut Vec<Request>) {
-    let mut results: Vec<StoreResult<Reply>> = Vec::with_capacity(batch.len());
-    let mut outcome = apply_all(conn, batch, &mut results, false);
-    if matches!(outcome, Ok(false)) {
-        rollback(conn);
-        results.clear();
-        outcome = apply_all(conn, batch, &mut results, true);
-    }
-    if let Err(e) = outcome {
-        // Nothing of the group is on disk: every request fails, whatever it did.
-        rollback(conn);
-        let msg = format!("{e:#}");
-        let unavailable = is_unavailable(&e);
-        results.clear();
-        for _ in batch.iter() {
-            let err = anyhow!("{msg}");
-            results.push(Err(if unavailable {
-                StoreError::Unavailable(err)
-            } else {
-                StoreError::Other(err)
-            }));
+/// The writer thread's state: its connection, the redo log, and whether a transaction
+/// is open (it then holds every group since the last commit).
+struct Writer {
+    conn: Connection,
+    redo: Redo,
+    defer: bool,
+    open: bool,
+}
+
+impl Writer {
+    /// Applies a group of requests and answers each once the group is durable.
+    fn commit_group(&mut self, batch: &mut Vec<Request>) {
+        let only = |f: fn(&Op) -> bool| batch.iter().all(|r| f(&r.op));
+        if only(|op| matches!(op, Op::Flush)) && !self.open && !self.redo.is_stranded() {
+            // Nothing answered is waiting for a commit.
+            answer(batch, Vec::new());
+            return;
+        }
+        let defer = self.defer && only(|op| matches!(op, Op::Create { .. }));
+        let mut results: Vec<StoreResult<Reply>> = Vec::with_capacity(batch.len());
+        let mut log = self.redo.batch();
+        if let Err(e) = self.run_group(batch, &mut results, defer.then_some(&mut log)) {
+            fail(batch, &e);
+            return;
+        }
+        if defer {
+            match self.redo.append(&log) {
+                Ok(()) if self.redo.pending_seq().is_some() => {
+                    answer(batch, results);
+                    if self.redo.full() {
+                        self.settle();
+                    }
+                    return;
+                }
+                // Every create of the group failed and nothing is pending: commit the
+                // empty transaction rather than hold it open.
+                Ok(()) => {}
+                Err(e) => tracing::warn!(error = %e, "write the redo log; committing instead"),
+            }
+        }
+        match self.commit() {
+            Ok(()) => answer(batch, results),
+            Err(e) => fail(batch, &e),
         }
     }
-    for (req, res) in batch.drain(..).zip(results) {
+
+    /// Runs the group inside the open transaction (opening one if needed), under a
+    /// savepoint so that a failure undoes this group and not the answered ones before
+    /// it.
+    ///
+    /// Fast path: the requests run one after the other with no savepoint of their own
+    /// (savepoints cost a copy of every page a request touches). That is safe because
+    /// every request detects its expected failures (`Duplicate`, `NotFound`,
+    /// `VersionConflict`) before it changes anything. Any other error may leave a
+    /// request half-applied, so the group is rolled back and run again with a savepoint
+    /// per request, where a failing request is undone alone and its neighbours stay.
+    fn run_group(
+        &mut self,
+        batch: &[Request],
+        results: &mut Vec<StoreResult<Reply>>,
+        mut log: Option<&mut Batch>,
+    ) -> anyhow::Result<()> {
+        if self.redo.is_stranded() {
+            self.restore()?;
+        }
+        if !self.open {
+            self.conn
+                .prepare_cached("BEGIN IMMEDIATE")?
+                .execute([])
+                .context("begin group transaction")?;
+            self.open = true;
+        }
+        let ran = self.exec("SAVEPOINT grp").and_then(|()| {
+            if apply_all(&self.conn, batch, results, false, log.as_deref_mut())? {
+                return Ok(());
+            }
+            self.exec("ROLLBACK TO grp")?;
+            results.clear();
+            if let Some(log) = log.as_deref_mut() {
+                log.clear();
+            }
+            apply_all(&self.conn, batch, results, true, log).map(|_| ())
+        });
+        match ran.and_then(|()| self.exec("RELEASE grp")) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.undo_group();
+                Err(e)
+            }
+        }
+    }
+
+    fn exec(&self, sql: &str) -> anyhow::Result<()> {
+        self.conn
+            .prepare_cached(sql)?
+            .execute([])
+            .with_context(|| sql.to_owned())?;
+        Ok(())
+    }
+
+    /// Undoes the current group only; if that fails, the whole transaction.
+    fn undo_group(&mut self) {
+        // An I/O error or a full disk may have rolled the transaction back already.
+        if !self.conn.is_autocommit()
+            && self.exec("ROLLBACK TO grp").is_ok()
+            && self.exec("RELEASE grp").is_ok()
+        {
+            return;
+        }
+        self.abort();
+    }
+
+    /// Rolls back the open transaction. Answered creates it held are still in the redo
+    /// log and in memory: they are applied again before anything else.
+    fn abort(&mut self) {
+        if !self.conn.is_autocommit()
+            && let Err(e) = self.conn.execute_batch("ROLLBACK")
+        {
+            tracing::warn!(error = %e, "roll back a group transaction");
+        }
+        self.open = false;
+        self.redo.strand();
+    }
+
+    /// Commits the open transaction with the redo log's high-water mark.
+    fn commit(&mut self) -> anyhow::Result<()> {
+        if !self.open {
+            return Ok(());
+        }
+        let done = match self.redo.pending_seq() {
+            Some(seq) => super::redo::set_applied(&self.conn, seq)
+                .context("store the redo high-water mark")
+                .and_then(|()| self.exec("COMMIT")),
+            None => self.exec("COMMIT"),
+        };
+        match done {
+            Ok(()) => {
+                self.open = false;
+                self.redo.committed();
+                Ok(())
+            }
+            Err(e) => {
+                self.abort();
+                Err(e.context("commit group transaction"))
+            }
+        }
+    }
+
+    /// Opens a transaction and applies the answered creates of one whose commit
+    /// failed.
+    fn restore(&mut self) -> anyhow::Result<()> {
+        let res = self
+            .exec("BEGIN IMMEDIATE")
+            .and_then(|()| self.redo.reapply(&self.conn));
+        match res {
+            Ok(()) => {
+                self.open = true;
+                Ok(())
+            }
+            Err(e) => {
+                self.abort();
+                Err(e.context("apply answered creates again after a failed commit"))
+            }
+        }
+    }
+
+    /// Commits what is answered and waiting, now (its time has come, or the writer is
+    /// closing). On failure the answered creates stay in the redo log and the writer
+    /// tries again later.
+    fn settle(&mut self) {
+        let res = if self.redo.is_stranded() {
+            self.restore()
+        } else {
+            Ok(())
+        };
+        if let Err(e) = res.and_then(|()| self.commit()) {
+            tracing::error!(error = %format!("{e:#}"), "commit answered creates; will retry");
+            self.redo.retry_later();
+        }
+    }
+}
+
+fn answer(batch: &mut Vec<Request>, results: Vec<StoreResult<Reply>>) {
+    let mut results = results.into_iter();
+    for req in batch.drain(..) {
+        let res = results.next().unwrap_or(Ok(Reply::Done));
         // The caller may have given up waiting; the write stands regardless.
         let _ = req.reply.send(res);
     }
 }
 
-fn rollback(conn: &Connection) {
-    if conn.is_autocommit() {
-        return;
-    }
-    if let Err(e) = conn.execute_batch("ROLLBACK") {
-        tracing::warn!(error = %e, "roll back a group transaction");
+/// Fails every request of a group of which nothing was kept.
+fn fail(batch: &mut Vec<Request>, e: &anyhow::Error) {
+    let msg = format!("{e:#}");
+    let unavailable = is_unavailable(e);
+    for req in batch.drain(..) {
+        let err = anyhow!("{msg}");
+        let _ = req.reply.send(Err(if unavailable {
+            StoreError::Unavailable(err)
+        } else {
+            StoreError::Other(err)
+        }));
     }
 }
 
@@ -211,21 +424,18 @@ fn changed_nothing(res: &StoreResult<Reply>) -> bool {
     )
 }
 
-/// Runs the group in one transaction and commits it. `Ok(false)`: without savepoints,
-/// a request failed in a way that may have left it half-applied; nothing is committed
-/// and the transaction is still open for the caller to roll back.
+/// Runs the group's requests in order. `Ok(false)`: without savepoints, a request
+/// failed in a way that may have left it half-applied; the caller rolls the group back.
 fn apply_all(
     conn: &Connection,
     batch: &[Request],
     results: &mut Vec<StoreResult<Reply>>,
     savepoints: bool,
+    mut log: Option<&mut Batch>,
 ) -> anyhow::Result<bool> {
-    conn.prepare_cached("BEGIN IMMEDIATE")?
-        .execute([])
-        .context("begin group transaction")?;
     for req in batch {
         if !savepoints {
-            let res = apply(conn, &req.op);
+            let res = apply(conn, &req.op, log.as_deref_mut());
             if !changed_nothing(&res) {
                 return Ok(false);
             }
@@ -235,7 +445,8 @@ fn apply_all(
         conn.prepare_cached("SAVEPOINT req")?
             .execute([])
             .context("open savepoint")?;
-        let res = apply(conn, &req.op);
+        // A request's record is the last thing it writes: a failed one left none.
+        let res = apply(conn, &req.op, log.as_deref_mut());
         if res.is_err() {
             conn.prepare_cached("ROLLBACK TO req")?
                 .execute([])
@@ -246,9 +457,6 @@ fn apply_all(
             .context("release savepoint")?;
         results.push(res);
     }
-    conn.prepare_cached("COMMIT")?
-        .execute([])
-        .context("commit group transaction")?;
     Ok(true)
 }
 
@@ -300,11 +508,12 @@ impl<T> Ctx<T> for anyhow::Result<T> {
     }
 }
 
-fn apply(conn: &Connection, op: &Op) -> StoreResult<Reply> {
+/// Runs one request. A create also adds its record to `log`, when given, once all of
+/// it has run.
+fn apply(conn: &Connection, op: &Op, log: Option<&mut Batch>) -> StoreResult<Reply> {
     match op {
         Op::Create { job, script, audit } => {
-            create(conn, job, script)?;
-            append_audit(conn, audit.as_ref())?;
+            create(conn, job, script, audit.as_ref(), log)?;
             Ok(Reply::Done)
         }
         Op::Update {
@@ -334,6 +543,7 @@ fn apply(conn: &Connection, op: &Op) -> StoreResult<Reply> {
         Op::Extra(op) => super::extras::apply(conn, op),
         Op::Audit(op) => super::audit::apply(conn, op),
         Op::Module(op) => super::modules::apply(conn, op),
+        Op::Flush => Ok(Reply::Done),
     }
 }
 
@@ -357,65 +567,109 @@ static INSERT_JOB: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-fn create(conn: &Connection, job: &Job, script: &str) -> StoreResult<()> {
+pub(super) fn insert_job_sql() -> &'static str {
+    &INSERT_JOB
+}
+
+pub(super) const INSERT_SCRIPT_VERSION: &str = "INSERT INTO script_versions (job_id, version, source, note, created_at_ms) \
+     VALUES (?1, ?2, ?3, ?4, ?5)";
+
+pub(super) fn create(
+    conn: &Connection,
+    job: &Job,
+    script: &str,
+    audit: Option<&AuditEntry>,
+    log: Option<&mut Batch>,
+) -> StoreResult<()> {
+    let time_limit = to_i64(job.time_limit_ms, "time_limit_ms").ctx("insert job")?;
+    let memory_limit = to_i64(job.memory_limit_mb, "memory_limit_mb").ctx("insert job")?;
+    let version = to_i64(job.version, "version").ctx("insert job")?;
+    let backoff = to_i64(job.retry.backoff_ms, "retry backoff_ms").ctx("insert job")?;
+    let max_backoff = to_i64(job.retry.max_backoff_ms, "retry max_backoff_ms").ctx("insert job")?;
+    let script_version = to_i64(job.script_version, "script_version").ctx("insert job")?;
+    let exec_type = job.exec_type.code();
+    let secrets = crate::store::join_grants(&job.secrets);
+    let job_params: [&dyn ToSql; 29] = [
+        &job.id,
+        &job.name,
+        &job.description,
+        &exec_type,
+        &job.cron,
+        &job.exec_at_ms,
+        &job.timezone,
+        &job.enabled,
+        &time_limit,
+        &memory_limit,
+        &job.overlap.as_str(),
+        &job.misfire.as_str(),
+        &job.misfire_window_s,
+        &version,
+        &job.created_at_ms,
+        &job.updated_at_ms,
+        &job.last.scheduled_at_ms,
+        &job.last.started_at_ms,
+        &job.last.outcome,
+        &job.max_concurrent,
+        &job.max_catch_up,
+        &job.retry.max_retries,
+        &backoff,
+        &max_backoff,
+        &job.jitter_s,
+        &job.paused_until_ms,
+        &script_version,
+        &job.script_note,
+        &secrets,
+    ];
     let inserted = conn
         .prepare_cached(&INSERT_JOB)
         .ctx("prepare insert job")?
-        .execute(params![
-            job.id,
-            job.name,
-            job.description,
-            job.exec_type.code(),
-            job.cron,
-            job.exec_at_ms,
-            job.timezone,
-            job.enabled,
-            to_i64(job.time_limit_ms, "time_limit_ms").ctx("insert job")?,
-            to_i64(job.memory_limit_mb, "memory_limit_mb").ctx("insert job")?,
-            job.overlap.as_str(),
-            job.misfire.as_str(),
-            job.misfire_window_s,
-            to_i64(job.version, "version").ctx("insert job")?,
-            job.created_at_ms,
-            job.updated_at_ms,
-            job.last.scheduled_at_ms,
-            job.last.started_at_ms,
-            job.last.outcome,
-            job.max_concurrent,
-            job.max_catch_up,
-            job.retry.max_retries,
-            to_i64(job.retry.backoff_ms, "retry backoff_ms").ctx("insert job")?,
-            to_i64(job.retry.max_backoff_ms, "retry max_backoff_ms").ctx("insert job")?,
-            job.jitter_s,
-            job.paused_until_ms,
-            to_i64(job.script_version, "script_version").ctx("insert job")?,
-            job.script_note,
-            crate::store::join_grants(&job.secrets),
-        ])
+        .execute(&job_params[..])
         .ctx("insert job")?;
     if inserted == 0 {
         return Err(StoreError::Duplicate(job.id.clone()));
     }
     // A new job has no versions (they go with a deleted job of the same id).
-    insert_version(conn, job, script, job.created_at_ms)
+    let version_params: [&dyn ToSql; 5] = [
+        &job.id,
+        &script_version,
+        &script,
+        &job.script_note,
+        &job.created_at_ms,
+    ];
+    conn.prepare_cached(INSERT_SCRIPT_VERSION)
+        .ctx("prepare insert script version")?
+        .execute(&version_params[..])
+        .ctx("insert script version")?;
+    let audit_params = audit.map(super::audit::append_args);
+    if let Some(p) = &audit_params {
+        super::audit::append_params(conn, p)?;
+    }
+    if let Some(log) = log {
+        let mut stmts: Vec<(Stmt, &[&dyn ToSql])> = vec![
+            (Stmt::InsertJob, &job_params[..]),
+            (Stmt::InsertScriptVersion, &version_params[..]),
+        ];
+        if let Some(p) = &audit_params {
+            stmts.push((Stmt::AppendAudit, &p[..]));
+        }
+        log.record(&stmts).ctx("write the create's redo record")?;
+    }
+    Ok(())
 }
 
 /// Keeps `script` as version `job.script_version` of the job's script: the job's
 /// current script from the moment `jobs.script_version` names it.
 fn insert_version(conn: &Connection, job: &Job, script: &str, at_ms: i64) -> StoreResult<()> {
-    conn.prepare_cached(
-        "INSERT INTO script_versions (job_id, version, source, note, created_at_ms) \
-         VALUES (?1, ?2, ?3, ?4, ?5)",
-    )
-    .ctx("prepare insert script version")?
-    .execute(params![
-        job.id,
-        to_i64(job.script_version, "script_version").ctx("insert script version")?,
-        script,
-        job.script_note,
-        at_ms,
-    ])
-    .ctx("insert script version")?;
+    conn.prepare_cached(INSERT_SCRIPT_VERSION)
+        .ctx("prepare insert script version")?
+        .execute(params![
+            job.id,
+            to_i64(job.script_version, "script_version").ctx("insert script version")?,
+            script,
+            job.script_note,
+            at_ms,
+        ])
+        .ctx("insert script version")?;
     Ok(())
 }
 
