@@ -368,7 +368,12 @@ impl Redo {
         if batch.count == 0 {
             return Ok(());
         }
-        self.file.write_all_at(&batch.bytes, self.len)?;
+        if let Err(e) = self.file.write_all_at(&batch.bytes, self.len) {
+            // Part of it may be there: cut it off, so that the log does not end in
+            // bytes that look damaged (the caller commits instead).
+            let _ = self.file.set_len(self.len);
+            return Err(e);
+        }
         self.len += batch.bytes.len() as u64;
         self.next_seq = batch.next_seq;
         self.last_pending_seq = batch.next_seq - 1;
