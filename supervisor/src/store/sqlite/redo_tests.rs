@@ -11,8 +11,8 @@ use tempfile::TempDir;
 
 use super::redo::Batch;
 use super::{SqliteStore, writer};
-use crate::store::conformance::sample_job;
-use crate::store::{AuditEntry, Store};
+use crate::store::conformance::{sample_job, sample_run};
+use crate::store::{AuditEntry, Store, StoreError};
 
 fn open_fresh() -> (TempDir, SqliteStore) {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -104,6 +104,41 @@ async fn an_answered_create_commits_by_itself_without_a_read() {
         Some(0),
         "the redo log is emptied by the commit"
     );
+    store.close().await;
+}
+
+/// A request failing half-way rolls back the whole open transaction, creates answered
+/// before it included: they must be applied again, and the failed request undone alone.
+#[tokio::test]
+async fn a_request_failing_half_way_keeps_the_creates_answered_before_it() {
+    let (dir, store) = open_fresh();
+    store
+        .create_job(&sample_job("answered"), "x")
+        .await
+        .expect("create");
+    let good = sample_run("good", "answered", 1);
+    let mut bad = sample_run("bad", "answered", 2);
+    // Not storable: SQLite integers are signed 64-bit.
+    bad.cpu_time_us = Some(u64::MAX);
+    assert!(matches!(
+        store.record_runs(&[good, bad]).await,
+        Err(StoreError::Other(_))
+    ));
+    store
+        .create_job(&sample_job("after"), "x")
+        .await
+        .expect("create after the failure");
+    assert_eq!(store.count_jobs().await.expect("count"), (2, 0));
+    assert!(
+        store
+            .recent_runs(i64::MIN, 10)
+            .await
+            .expect("runs")
+            .is_empty()
+    );
+    store.close().await;
+    let store = SqliteStore::open(&dir.path().join("traitor.db")).expect("reopen");
+    assert_eq!(store.count_jobs().await.expect("count"), (2, 0));
     store.close().await;
 }
 

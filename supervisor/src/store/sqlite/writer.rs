@@ -254,50 +254,47 @@ impl Writer {
         }
     }
 
-    /// Runs the group inside the open transaction (opening one if needed), under a
-    /// savepoint so that a failure undoes this group and not the answered ones before
-    /// it.
+    /// Runs the group inside the open transaction, opening one if needed.
     ///
-    /// Fast path: the requests run one after the other with no savepoint of their own
-    /// (savepoints cost a copy of every page a request touches). That is safe because
-    /// every request detects its expected failures (`Duplicate`, `NotFound`,
-    /// `VersionConflict`) before it changes anything. Any other error may leave a
-    /// request half-applied, so the group is rolled back and run again with a savepoint
-    /// per request, where a failing request is undone alone and its neighbours stay.
+    /// Fast path: the requests run one after the other with no savepoint (a savepoint
+    /// copies every page a request touches, and in a transaction holding many groups
+    /// that is most of the writer's time). That is safe because every request detects
+    /// its expected failures (`Duplicate`, `NotFound`, `VersionConflict`) before it
+    /// changes anything. Any other error may leave a request half-applied: then the
+    /// transaction is rolled back, the answered creates it held are applied again from
+    /// memory, and the group runs again with a savepoint per request, where a failing
+    /// request is undone alone and its neighbours stay.
     fn run_group(
         &mut self,
         batch: &[Request],
         results: &mut Vec<StoreResult<Reply>>,
         mut log: Option<&mut Batch>,
     ) -> anyhow::Result<()> {
+        self.begin()?;
+        if apply_all(&self.conn, batch, results, false, log.as_deref_mut())? {
+            return Ok(());
+        }
+        results.clear();
+        if let Some(log) = log.as_deref_mut() {
+            log.clear();
+        }
+        self.abort();
+        self.begin()?;
+        apply_all(&self.conn, batch, results, true, log)
+            .map(|_| ())
+            .inspect_err(|_| self.abort())
+    }
+
+    /// Makes sure a transaction is open and holds every answered create.
+    fn begin(&mut self) -> anyhow::Result<()> {
         if self.redo.is_stranded() {
-            self.restore()?;
+            return self.restore();
         }
         if !self.open {
-            self.conn
-                .prepare_cached("BEGIN IMMEDIATE")?
-                .execute([])
-                .context("begin group transaction")?;
+            self.exec("BEGIN IMMEDIATE")?;
             self.open = true;
         }
-        let ran = self.exec("SAVEPOINT grp").and_then(|()| {
-            if apply_all(&self.conn, batch, results, false, log.as_deref_mut())? {
-                return Ok(());
-            }
-            self.exec("ROLLBACK TO grp")?;
-            results.clear();
-            if let Some(log) = log.as_deref_mut() {
-                log.clear();
-            }
-            apply_all(&self.conn, batch, results, true, log).map(|_| ())
-        });
-        match ran.and_then(|()| self.exec("RELEASE grp")) {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                self.undo_group();
-                Err(e)
-            }
-        }
+        Ok(())
     }
 
     fn exec(&self, sql: &str) -> anyhow::Result<()> {
@@ -306,18 +303,6 @@ impl Writer {
             .execute([])
             .with_context(|| sql.to_owned())?;
         Ok(())
-    }
-
-    /// Undoes the current group only; if that fails, the whole transaction.
-    fn undo_group(&mut self) {
-        // An I/O error or a full disk may have rolled the transaction back already.
-        if !self.conn.is_autocommit()
-            && self.exec("ROLLBACK TO grp").is_ok()
-            && self.exec("RELEASE grp").is_ok()
-        {
-            return;
-        }
-        self.abort();
     }
 
     /// Rolls back the open transaction. Answered creates it held are still in the redo
