@@ -1,7 +1,8 @@
 //! The embedded SQLite store of standalone mode (`<data_dir>/traitor.db`).
 //!
 //! Layout: one writer thread owns the only connection that writes, and commits writes
-//! in groups ([`writer`]); a checkpointer thread moves committed WAL frames into the
+//! in groups ([`writer`]), answering groups of job creates from a redo log
+//! (`traitor.db-redo`, [`redo`]); a checkpointer thread moves committed WAL frames into the
 //! database file off the commit path ([`checkpoint`]); reads use a small pool of
 //! read-only connections inside `spawn_blocking`. The schema is versioned and migrated
 //! at open ([`schema`]).
@@ -16,13 +17,15 @@
 //! not fsynced them, so:
 //!
 //! - an acknowledged write survives `kill -9`, a panic or an OOM kill of the process
-//!   (the data is in the OS page cache, and the next open recovers it from the WAL);
-//! - after a power loss or kernel crash the most recent commits (since the last WAL
-//!   checkpoint) may be lost; the database is not corrupted.
+//!   (the data is in the OS page cache, and the next open recovers it from the WAL
+//!   and applies what the redo log holds above its high-water mark);
+//! - after a power loss or kernel crash the most recent commits and redo records may be
+//!   lost; the database is not corrupted.
 //!
 //! With [`SqliteOptions::fsync`] (`synchronous=FULL`) every group commit also fsyncs the
 //! WAL before answering, so acknowledged writes survive power loss too, at the cost of
-//! one fsync per group (group commit keeps that cheap per write).
+//! one fsync per group (group commit keeps that cheap per write). Creates are then
+//! committed per group too: the redo log is not fsynced.
 //!
 //! This module must not validate or schedule jobs (the service does), and nothing
 //! outside the writer thread may write to the database.
