@@ -42,10 +42,12 @@ pub(super) fn append_args(e: &AuditEntry) -> [&dyn ToSql; 7] {
     ]
 }
 
+/// Stores one entry with [`APPEND`].
 pub(super) fn append(conn: &Connection, e: &AuditEntry) -> StoreResult<()> {
     append_params(conn, &append_args(e))
 }
 
+/// Runs [`APPEND`] with parameters from [`append_args`].
 pub(super) fn append_params(conn: &Connection, p: &[&dyn ToSql; 7]) -> StoreResult<()> {
     conn.prepare_cached(APPEND)
         .ctx("prepare append audit")?

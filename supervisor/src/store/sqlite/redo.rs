@@ -104,24 +104,24 @@ impl Batch {
     fn encode(&mut self, start: usize, stmts: &[(Stmt, &[&dyn ToSql])]) -> rusqlite::Result<()> {
         self.bytes.extend_from_slice(&[0; 8]);
         self.bytes.extend_from_slice(&self.next_seq.to_le_bytes());
-        self.bytes
-            .push(u8::try_from(stmts.len()).unwrap_or(u8::MAX));
-        for (stmt, params) in stmts.iter().take(usize::from(u8::MAX)) {
+        let n = u8::try_from(stmts.len()).map_err(|_| unrecordable())?;
+        self.bytes.push(n);
+        for (stmt, params) in stmts {
             self.bytes.push(stmt.tag());
-            let n = u16::try_from(params.len()).map_err(|_| too_many_params())?;
+            let n = u16::try_from(params.len()).map_err(|_| unrecordable())?;
             self.bytes.extend_from_slice(&n.to_le_bytes());
             for p in *params {
                 let out = p.to_sql()?;
                 let v = match &out {
                     ToSqlOutput::Borrowed(v) => *v,
                     ToSqlOutput::Owned(v) => ValueRef::from(v),
-                    _ => return Err(too_many_params()),
+                    _ => return Err(unrecordable()),
                 };
                 put_value(&mut self.bytes, v);
             }
         }
         let body = &self.bytes[start + 8..];
-        let len = u32::try_from(body.len()).map_err(|_| too_many_params())?;
+        let len = u32::try_from(body.len()).map_err(|_| unrecordable())?;
         let crc = crc32fast::hash(body);
         self.bytes[start..start + 4].copy_from_slice(&len.to_le_bytes());
         self.bytes[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
@@ -149,7 +149,7 @@ impl Batch {
     }
 }
 
-fn too_many_params() -> rusqlite::Error {
+fn unrecordable() -> rusqlite::Error {
     rusqlite::Error::ToSqlConversionFailure("a redo record cannot hold this statement".into())
 }
 
@@ -179,27 +179,57 @@ pub(super) struct Record {
     pub stmts: Vec<(Stmt, Vec<Value>)>,
 }
 
-/// Reads records from the start of `data` until the end or the first one that is torn
-/// or damaged. Returns them and how many bytes they took.
-pub(super) fn decode(data: &[u8]) -> (Vec<Record>, usize) {
-    let mut out = Vec::new();
+/// How a log read back ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum End {
+    /// After its last whole record.
+    Clean,
+    /// In a record whose header promises more bytes than follow: a write cut short by
+    /// the death of the process, never answered.
+    Torn,
+    /// In a whole record that fails its checksum or does not read.
+    Damaged,
+}
+
+/// The records of a log, read from its start until its end or the first record that
+/// is torn or damaged.
+pub(super) struct Decoded {
+    pub records: Vec<Record>,
+    /// Bytes the records took.
+    pub used: usize,
+    pub end: End,
+}
+
+pub(super) fn decode(data: &[u8]) -> Decoded {
+    let mut records = Vec::new();
     let mut at = 0;
-    while let Some(header) = data.get(at..at + 8) {
+    let end = loop {
+        let Some(header) = data.get(at..at + 8) else {
+            break if at == data.len() {
+                End::Clean
+            } else {
+                End::Torn
+            };
+        };
         let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
         let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
         let Some(body) = data.get(at + 8..at + 8 + len) else {
-            break;
+            break End::Torn;
         };
         if len > MAX_RECORD || crc32fast::hash(body) != crc {
-            break;
+            break End::Damaged;
         }
         let Some(record) = decode_body(body) else {
-            break;
+            break End::Damaged;
         };
-        out.push(record);
+        records.push(record);
         at += 8 + len;
+    };
+    Decoded {
+        records,
+        used: at,
+        end,
     }
-    (out, at)
 }
 
 fn decode_body(body: &[u8]) -> Option<Record> {
@@ -316,9 +346,14 @@ impl Redo {
             .query_row("SELECT seq FROM redo_applied", [], |r| r.get(0))
             .context("read the redo log's high-water mark")?;
         let applied = u64::try_from(applied).context("negative redo high-water mark")?;
-        let (records, used) = decode(&data);
-        if used < data.len() {
-            keep_damaged_tail(&path, &data, used);
+        let Decoded { records, used, end } = decode(&data);
+        match end {
+            End::Clean => {}
+            End::Torn => tracing::info!(
+                bytes = data.len() - used,
+                "ignored a torn record at the end of the redo log"
+            ),
+            End::Damaged => keep_damaged_copy(&path, &data, data.len() - used),
         }
         let last = records
             .iter()
@@ -434,11 +469,11 @@ impl Redo {
 
     /// Applies the pending records again in the (new, open) transaction.
     pub fn reapply(&mut self, conn: &Connection) -> anyhow::Result<()> {
-        let (records, used) = decode(&self.pending);
-        if used != self.pending.len() {
+        let decoded = decode(&self.pending);
+        if decoded.end != End::Clean {
             bail!("the pending redo records do not read back");
         }
-        for record in &records {
+        for record in &decoded.records {
             if !apply(conn, record).context("apply a pending redo record")? {
                 tracing::warn!(
                     seq = record.seq,
@@ -488,24 +523,9 @@ pub(super) fn set_applied(conn: &Connection, seq: u64) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// Keeps a copy of a log whose tail does not read (a record torn by a crash is
-/// expected; anything longer is worth a look) before the log is emptied.
-fn keep_damaged_tail(path: &Path, data: &[u8], used: usize) {
-    let rest = &data[used..];
-    let tail = rest.len();
-    // A write cut short by the death of the process: its header promises more than
-    // is there. It was never answered.
-    let torn = match rest.get(..4) {
-        Some(len) => u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize + 8 > tail,
-        None => true,
-    };
-    if torn {
-        tracing::info!(
-            bytes = tail,
-            "ignored a torn record at the end of the redo log"
-        );
-        return;
-    }
+/// Keeps a copy of a log that ends in a damaged record (`tail` bytes from there on)
+/// before the log is emptied: a torn last record is expected, damage is worth a look.
+fn keep_damaged_copy(path: &Path, data: &[u8], tail: usize) {
     let mut name = path.as_os_str().to_owned();
     name.push(format!(
         ".damaged-{}",

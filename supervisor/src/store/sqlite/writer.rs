@@ -155,18 +155,22 @@ pub(super) fn run(
     };
     let mut batch = Vec::with_capacity(MAX_BATCH);
     loop {
-        let first = match w.redo.due() {
+        let due = w.redo.due();
+        // Checked before waiting, not only when the wait times out: under a steady
+        // stream of creates the queue is never empty when the commit falls due.
+        if due.is_some_and(|at| at <= Instant::now()) {
+            w.settle();
+            checkpointer.dirty.store(true, Ordering::Release);
+            continue;
+        }
+        let first = match due {
             None => match rx.recv() {
                 Ok(req) => req,
                 Err(_) => break,
             },
             Some(at) => match rx.recv_timeout(at.saturating_duration_since(Instant::now())) {
                 Ok(req) => req,
-                Err(RecvTimeoutError::Timeout) => {
-                    w.settle();
-                    checkpointer.dirty.store(true, Ordering::Release);
-                    continue;
-                }
+                Err(RecvTimeoutError::Timeout) => continue,
                 Err(RecvTimeoutError::Disconnected) => break,
             },
         };
@@ -182,11 +186,6 @@ pub(super) fn run(
             }
         }
         w.commit_group(&mut batch);
-        // Under a steady stream of creates the queue is never empty when the commit
-        // falls due.
-        if w.redo.due().is_some_and(|at| at <= Instant::now()) {
-            w.settle();
-        }
         checkpointer.dirty.store(true, Ordering::Release);
     }
     w.settle();
@@ -223,7 +222,8 @@ impl Writer {
         let only = |f: fn(&Op) -> bool| batch.iter().all(|r| f(&r.op));
         if only(|op| matches!(op, Op::Flush)) && !self.open && !self.redo.is_stranded() {
             // Nothing answered is waiting for a commit.
-            answer(batch, Vec::new());
+            let done = batch.iter().map(|_| Ok(Reply::Done)).collect();
+            answer(batch, done);
             return;
         }
         let defer = self.defer && only(|op| matches!(op, Op::Create { .. }));
@@ -376,9 +376,7 @@ impl Writer {
 }
 
 fn answer(batch: &mut Vec<Request>, results: Vec<StoreResult<Reply>>) {
-    let mut results = results.into_iter();
-    for req in batch.drain(..) {
-        let res = results.next().unwrap_or(Ok(Reply::Done));
+    for (req, res) in batch.drain(..).zip(results) {
         // The caller may have given up waiting; the write stands regardless.
         let _ = req.reply.send(res);
     }
@@ -614,17 +612,8 @@ pub(super) fn create(
         return Err(StoreError::Duplicate(job.id.clone()));
     }
     // A new job has no versions (they go with a deleted job of the same id).
-    let version_params: [&dyn ToSql; 5] = [
-        &job.id,
-        &script_version,
-        &script,
-        &job.script_note,
-        &job.created_at_ms,
-    ];
-    conn.prepare_cached(INSERT_SCRIPT_VERSION)
-        .ctx("prepare insert script version")?
-        .execute(&version_params[..])
-        .ctx("insert script version")?;
+    let version_params = version_args(job, &script_version, &script, &job.created_at_ms);
+    insert_version(conn, &version_params)?;
     let audit_params = audit.map(super::audit::append_args);
     if let Some(p) = &audit_params {
         super::audit::append_params(conn, p)?;
@@ -642,18 +631,23 @@ pub(super) fn create(
     Ok(())
 }
 
-/// Keeps `script` as version `job.script_version` of the job's script: the job's
-/// current script from the moment `jobs.script_version` names it.
-fn insert_version(conn: &Connection, job: &Job, script: &str, at_ms: i64) -> StoreResult<()> {
+/// The parameters of [`INSERT_SCRIPT_VERSION`]: `script` as version `script_version`
+/// of the job's script, saved at `at_ms`.
+fn version_args<'a>(
+    job: &'a Job,
+    script_version: &'a i64,
+    script: &'a &'a str,
+    at_ms: &'a i64,
+) -> [&'a dyn ToSql; 5] {
+    [&job.id, script_version, script, &job.script_note, at_ms]
+}
+
+/// Keeps a script version: the job's current script from the moment
+/// `jobs.script_version` names it.
+fn insert_version(conn: &Connection, args: &[&dyn ToSql; 5]) -> StoreResult<()> {
     conn.prepare_cached(INSERT_SCRIPT_VERSION)
         .ctx("prepare insert script version")?
-        .execute(params![
-            job.id,
-            to_i64(job.script_version, "script_version").ctx("insert script version")?,
-            script,
-            job.script_note,
-            at_ms,
-        ])
+        .execute(&args[..])
         .ctx("insert script version")?;
     Ok(())
 }
@@ -736,7 +730,10 @@ fn update(conn: &Connection, job: &Job, script: Option<&str>, expected: u64) -> 
         });
     }
     if let Some(script) = script {
-        insert_version(conn, job, script, job.updated_at_ms)?;
+        insert_version(
+            conn,
+            &version_args(job, &script_version, &script, &job.updated_at_ms),
+        )?;
     }
     Ok(())
 }
