@@ -109,6 +109,12 @@ macro_rules! store_conformance_tests {
 
 const T0: i64 = 1_700_000_000_000;
 
+/// Asserts that the store holds no run records at all.
+pub async fn assert_no_runs(store: &dyn Store) {
+    let runs = store.recent_runs(i64::MIN, 1).await.expect("recent runs");
+    assert!(runs.is_empty(), "runs left: {runs:?}");
+}
+
 /// A stopped timing job with every field set to something ordinary.
 pub fn sample_job(id: &str) -> Job {
     Job {
@@ -1382,13 +1388,7 @@ pub async fn check_prune_by_count(store: &Arc<dyn Store>) {
     // Pruning leaves the jobs' last run facts alone.
     assert_eq!(get(store, "pc4").await.last.scheduled_at_ms, Some(T0 + 39));
     assert_eq!(store.prune_runs(0, i64::MIN).await.expect("prune all"), 28);
-    assert!(
-        store
-            .recent_runs(i64::MIN, 100)
-            .await
-            .expect("recent")
-            .is_empty()
-    );
+    assert_no_runs(store).await;
 }
 
 pub async fn check_prune_by_age(store: &Arc<dyn Store>) {
